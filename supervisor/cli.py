@@ -1,0 +1,347 @@
+"""The `jupyter-remote` command: thin commands that parse, call the core and leave through one map
+from error types to exit codes. Nothing below this module exits."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from supervisor import __version__
+from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError
+from supervisor.settings import settings_path_from_env
+
+EX_CONFIG = 78  # sysexits.h: configuration error; the unit's RestartPreventExitStatus
+EXIT_NOT_RUNNING = 3  # as LSB `status` commands
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (SettingsError, EX_CONFIG),
+    (ReloadRejected, EX_CONFIG),
+    (NotRunning, EXIT_NOT_RUNNING),
+    (JupyterRemoteError, 1),
+]
+RELOAD_WAIT_MARGIN = 30.0
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="A supervised, password-protected HTTPS JupyterLab as one systemd service.",
+)
+cert_app = typer.Typer(no_args_is_help=True, help="The TLS certificate: show, renew, or print the local CA.")
+app.add_typer(cert_app, name="cert")
+
+SettingsOption = Annotated[
+    Optional[Path],
+    typer.Option("--settings", help="settings file [default: $JUPYTER_REMOTE_SETTINGS, "
+                 "else /etc/jupyter-remote/settings.toml]", show_default=False),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"jupyter-remote {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+def command(group: typer.Typer = app, name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """Register a command whose errors leave as one-line messages and the mapped exit code."""
+
+    def register(function: Callable[..., Any]) -> Any:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except JupyterRemoteError as error:
+                for line in error.lines:
+                    typer.echo(line, err=True)
+                raise typer.Exit(next(code for kind, code in EXIT_CODES if isinstance(error, kind)))
+            except OSError as error:
+                where = f" ({error.filename})" if error.filename else ""
+                typer.echo(f"jupyter-remote: {error.strerror or error}{where}", err=True)
+                raise typer.Exit(1)
+            except KeyboardInterrupt:
+                raise typer.Exit(130)
+
+        return group.command(name)(wrapper)
+
+    return register
+
+
+def _path(settings: Path | None) -> Path:
+    return settings or settings_path_from_env()
+
+
+def _load(settings: Path | None):  # noqa: ANN202 - Settings, imported lazily for a fast --help
+    from supervisor.settings import load
+
+    return load(_path(settings))
+
+
+# --- run, check, render ---------------------------------------------------------------------------
+
+
+@command()
+def run(settings: SettingsOption = None) -> None:
+    """Run the daemon in the foreground (the systemd unit's ExecStart)."""
+    _configure_logging()
+    from supervisor import daemon
+
+    raise typer.Exit(daemon.run(_path(settings)))
+
+
+@command()
+def check(settings: SettingsOption = None) -> None:
+    """Validate settings, password and TLS material; print a summary."""
+    from supervisor import passwords
+    from supervisor.prepare import layout
+    from supervisor.render import serving_url
+
+    loaded = _load(settings)
+    place = layout(loaded)
+    hashed = passwords.read_hash(loaded)
+    typer.echo(f"settings:    {loaded.source}: valid")
+    typer.echo(f"URL:         {serving_url(loaded)}")
+    typer.echo(f"TLS:         {loaded.tls.mode}")
+    for line in _tls_summary(loaded, place.account):
+        typer.echo(f"             {line}")
+    typer.echo(f"user:        {place.account.name} (Jupyter and its kernels run as this account)")
+    typer.echo(f"root_dir:    {place.root_dir}")
+    if loaded.auth.password_hash:
+        typer.echo(f"password:    set inline ([auth] password_hash in {loaded.source})")
+        if os.stat(loaded.source).st_mode & 0o004:
+            typer.echo(f"warning: {loaded.source} holds the password hash and is readable by everyone: "
+                       f"chmod 600 {loaded.source}", err=True)
+    elif hashed:
+        typer.echo(f"password:    set ({loaded.password_path})")
+    else:
+        typer.echo(f"password:    not set yet: `jupyter-remote run` makes one at its first start "
+                   f"and writes it to {loaded.initial_password_path}")
+
+
+def _tls_summary(loaded: Any, account: Any) -> list[str]:
+    if not loaded.tls_enabled:
+        return ["plain HTTP on a loopback address (behind a reverse proxy or an SSH tunnel)"]
+    from supervisor.tls import lifecycle, report
+
+    now = lifecycle.utcnow()
+    if loaded.tls.mode == "files":
+        _, _, leaf = lifecycle.read_certificate_files(loaded, now)
+        return [f"{loaded.tls.cert_file}: valid until {leaf.not_valid_after_utc:%Y-%m-%d} "
+                f"({(leaf.not_valid_after_utc - now).days} days left)"]
+    lines = report.describe(loaded, account, now)
+    return [line for line in lines if line.startswith(("not after", "renewal", "notice", "no certificate"))]
+
+
+@command()
+def render(settings: SettingsOption = None) -> None:
+    """Print the Jupyter server config that `run` would use, as JSON."""
+    from supervisor import passwords
+    from supervisor.prepare import layout
+    from supervisor.render import JupyterInputs
+    from supervisor.render import render as render_config
+
+    loaded = _load(settings)
+    place = layout(loaded)
+    hashed = passwords.read_hash(loaded)
+    if not hashed:
+        typer.echo("note: no password is set yet; `run` makes one at its first start", err=True)
+    inputs = JupyterInputs(
+        home=place.account.home, hashed_password=hashed or "", live_file=place.live_file,
+        certfile=place.store.certfile if loaded.tls_enabled else None,
+        keyfile=place.store.keyfile if loaded.tls_enabled else None,
+    )
+    typer.echo(json.dumps(render_config(loaded, inputs), indent=2))
+
+
+# --- password ---------------------------------------------------------------------------------------
+
+
+@command()
+def password(
+    settings: SettingsOption = None,
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read one line from standard input.")] = False,
+    print_hash: Annotated[bool, typer.Option("--print", help="Print the hash instead of saving it.")] = False,
+) -> None:
+    """Set the password (asked twice, without echo); a running server applies it at once."""
+    from supervisor import passwords, status
+    from supervisor.daemon import PASSWORD_SIGNAL
+
+    loaded = _load(settings)
+    if loaded.auth.password_hash and not print_hash:
+        raise JupyterRemoteError(
+            f"{loaded.source}: [auth] password_hash is set there and wins over password_file: "
+            "replace it with a hash from `jupyter-remote password --print`"
+        )
+    if stdin:
+        typed = sys.stdin.readline().rstrip("\r\n")
+    else:
+        typed = getpass.getpass("New password: ")
+        if typed and getpass.getpass("Repeat it: ") != typed:
+            raise JupyterRemoteError("password: the two entries differ; nothing was changed")
+    hashed = passwords.hash_password(typed)
+    if print_hash:
+        typer.echo(hashed)
+        return
+    passwords.write_hash(loaded.password_path, hashed)
+    loaded.initial_password_path.unlink(missing_ok=True)
+    typer.echo(f"password saved in {loaded.password_path}")
+    daemon = status.running_daemon(loaded.runtime_dir)
+    if daemon:
+        os.kill(int(daemon["pid"]), PASSWORD_SIGNAL)
+        typer.echo("the running server applies it within a second; earlier sessions are logged out")
+
+
+# --- cert ---------------------------------------------------------------------------------------------
+
+
+@command(cert_app, "show")
+def cert_show(settings: SettingsOption = None) -> None:
+    """Subject, names, expiry, days left and SHA-256 fingerprints of the certificate and CA."""
+    from supervisor.prepare import layout
+    from supervisor.tls import lifecycle, report
+
+    loaded = _load(settings)
+    for line in report.describe(loaded, layout(loaded).account, lifecycle.utcnow()):
+        typer.echo(line)
+
+
+@command(cert_app, "renew")
+def cert_renew(settings: SettingsOption = None) -> None:
+    """Issue a new certificate now; a running server serves it to new connections."""
+    from supervisor.prepare import layout
+    from supervisor.tls import lifecycle
+
+    loaded = _load(settings)
+    if not loaded.tls_enabled:
+        raise JupyterRemoteError('cert renew: TLS is off ([tls] mode = "off")')
+    outcome = lifecycle.ensure_current(loaded, layout(loaded).account, force="asked for (cert renew)")
+    what = "issued" if outcome.issued else "unchanged (certbot's files are already live)"
+    typer.echo(f"certificate {what}: version {outcome.version}, valid until {outcome.not_after[:10]}")
+    typer.echo("a running server serves it to new connections within a second")
+    for notice in outcome.notices:
+        typer.echo(f"notice: {notice}")
+
+
+@command(cert_app, "ca")
+def cert_ca(settings: SettingsOption = None) -> None:
+    """Print the local CA certificate (PEM), to import into a browser or the system's trust store."""
+    from supervisor.prepare import layout
+
+    loaded = _load(settings)
+    if loaded.tls.mode != "self-signed":
+        raise JupyterRemoteError(f'cert ca: there is no local CA in [tls] mode = "{loaded.tls.mode}"')
+    path = layout(loaded).store.ca_certificate
+    try:
+        typer.echo(path.read_text(), nl=False)
+    except FileNotFoundError:
+        raise JupyterRemoteError(f"cert ca: no local CA yet ({path}): `jupyter-remote run` makes it") from None
+
+
+# --- reload, status -----------------------------------------------------------------------------------
+
+
+def _running(settings: Path | None) -> dict[str, Any]:
+    from supervisor import status
+    from supervisor.settings import runtime_dir_hint
+
+    runtime_dir = runtime_dir_hint(_path(settings))
+    daemon = status.running_daemon(runtime_dir)
+    if daemon is None:
+        raise NotRunning(f"jupyter-remote is not running (no daemon for {runtime_dir})")
+    return daemon
+
+
+@command()
+def reload(settings: SettingsOption = None) -> None:
+    """Make the running daemon re-read its settings; wait until it has (the unit's ExecReload)."""
+    from supervisor import status
+    from supervisor.settings import runtime_dir_hint
+
+    daemon = _running(settings)
+    runtime_dir = runtime_dir_hint(_path(settings))
+    before = daemon["reload"]["seq"]
+    os.kill(int(daemon["pid"]), signal.SIGHUP)
+    deadline = time.monotonic() + _reload_wait(settings)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = status.running_daemon(runtime_dir)
+        if now is None:
+            raise JupyterRemoteError("reload: the daemon stopped while reloading")
+        if now["reload"]["seq"] > before:
+            if now["reload"]["result"] == "rejected":
+                raise ReloadRejected(*now["reload"]["errors"], "reload rejected: still serving with the old settings")
+            typer.echo(f"reloaded: {now['url']}")
+            for line in now["reload"]["errors"]:
+                typer.echo(f"warning: {line}", err=True)
+            return
+    raise JupyterRemoteError("reload: the daemon did not answer in time; see its log (journalctl -u jupyter-remote)")
+
+
+def _reload_wait(settings: Path | None) -> float:
+    # A [server] change restarts Jupyter: stop, then start, may take both timeouts.
+    try:
+        supervise = _load(settings).supervise
+        return supervise.start_timeout + supervise.stop_timeout + RELOAD_WAIT_MARGIN
+    except SettingsError:
+        return RELOAD_WAIT_MARGIN  # the daemon rejects the file at once
+
+
+@command()
+def status(
+    settings: SettingsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Whether the daemon runs, its URL, uptime, restarts, certificate days left, Jupyter pid."""
+    keys = ("state", "pid", "jupyter_pid", "url", "started", "restarts", "cert_days_left", "last_error")
+    try:
+        daemon = _running(settings)
+    except NotRunning:
+        if as_json:
+            typer.echo(json.dumps({key: ("stopped" if key == "state" else None) for key in keys}))
+        raise
+    if as_json:
+        typer.echo(json.dumps({key: daemon.get(key) for key in keys}, indent=1))
+        return
+    started = datetime.fromisoformat(daemon["started"])
+    uptime = datetime.now(timezone.utc) - started
+    typer.echo(f"jupyter-remote is {daemon['state']} (pid {daemon['pid']}, Jupyter pid {daemon['jupyter_pid']})")
+    typer.echo(f"URL:          {daemon['url']}")
+    typer.echo(f"up:           {str(uptime).split('.')[0]} since {daemon['started']}")
+    typer.echo(f"restarts:     {daemon['restarts']}")
+    if daemon.get("cert_days_left") is not None:
+        typer.echo(f"certificate:  {daemon['cert_days_left']} days left")
+    if daemon.get("last_error"):
+        typer.echo(f"last error:   {daemon['last_error']}")
+
+
+# --- entry point ----------------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    # Under systemd the journal stamps each line; by hand, a time helps.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"{stamp}%(levelname)s %(message)s")
+
+
+def main() -> None:
+    try:
+        app()
+    except Exception as error:  # noqa: BLE001 - never a traceback: one line, exit 1
+        print(f"jupyter-remote: internal error: {error!r}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,21 @@
+"""The project's error types. The CLI maps each to one exit code; nothing below it exits."""
+
+
+class JupyterRemoteError(Exception):
+    """A failure the user can act on; its lines are printed as they are, never a traceback."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+class SettingsError(JupyterRemoteError):
+    """The settings file (or the password it points to) is invalid: exit 78 (EX_CONFIG)."""
+
+
+class NotRunning(JupyterRemoteError):
+    """No daemon is running for these settings: exit 3, as LSB status commands do."""
+
+
+class ReloadRejected(JupyterRemoteError):
+    """The daemon refused new settings and kept serving the old ones: exit 78."""

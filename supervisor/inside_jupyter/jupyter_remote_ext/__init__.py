@@ -1,0 +1,250 @@
+"""jupyter-remote's server extension: the part of jupyter-remote that runs inside Jupyter.
+
+- TLS from one in-memory ``ssl.SSLContext``, swapped when the live certificate changes, and only
+  once the new key and certificate load and match (tornado, given file paths, re-reads them for
+  every connection and hangs a client that catches a half-replaced pair).
+- A password, rate limit and idle-kernel culling that change without a restart, read from a file
+  the daemon writes (Jupyter has no SIGHUP handler: a HUP would kill it).
+- Logins limited per client address, checked off the event loop, one log line each.
+
+It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
+Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import ssl
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+
+from jupyter_server.auth.identity import PasswordIdentityProvider
+from jupyter_server.auth.login import LoginFormHandler
+from jupyter_server.auth.security import passwd_check
+from tornado.ioloop import IOLoop, PeriodicCallback
+from traitlets import Int, Unicode
+
+try:  # jupyter_server >= 2.13 refuses unauthenticated handlers that are not marked
+    from jupyter_server.auth.decorator import allow_unauthenticated
+except ImportError:  # pragma: no cover - older Jupyter Server
+
+    def allow_unauthenticated(method):
+        return method
+
+
+# Replaced by Jupyter's own logger when the extension loads, so our lines share its format.
+log = logging.getLogger("ServerApp")
+WATCH_INTERVAL_MS = 1000  # a renewal reaches new connections within about a second
+WINDOW_SECONDS = 60.0
+MAX_TRACKED_ADDRESSES = 10_000  # bounds memory under a flood from many addresses
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "jupyter_remote_ext"}]
+
+
+def _load_jupyter_server_extension(serverapp):
+    global log
+    log = serverapp.log
+    # The daemon put this module on PYTHONPATH; kernels and terminals must not inherit that.
+    os.environ.pop("PYTHONPATH", None)
+    watcher = LiveWatcher(serverapp)
+    # The HTTP server does not exist yet while extensions load: start once the loop runs.
+    serverapp.io_loop.add_callback(watcher.start)
+
+
+def build_tls_context(version_dir: str) -> ssl.SSLContext:
+    """A server context for one certificate version; raises if the files do not load or match."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(
+        os.path.join(version_dir, "fullchain.pem"), os.path.join(version_dir, "privkey.pem")
+    )
+    return context
+
+
+class LiveWatcher:
+    """Polls the live certificate and the live settings file; applies what changed."""
+
+    def __init__(self, serverapp):
+        self.serverapp = serverapp
+        self.live_tls_dir = os.path.dirname(serverapp.certfile) if serverapp.certfile else None
+        self.tls_version = None
+        self.live_file_stamp = None
+
+    def start(self):
+        self.check()
+        PeriodicCallback(self.check, WATCH_INTERVAL_MS).start()
+
+    def check(self):
+        try:
+            if self.live_tls_dir:
+                self.check_tls()
+            self.check_live_file()
+        except Exception:  # the watcher must outlive any one bad tick
+            log.exception("jupyter-remote: applying a live change failed")
+
+    def check_tls(self):
+        # The live folder is a symlink to a version folder; resolving it once reads a matched pair.
+        version = os.path.realpath(self.live_tls_dir)
+        if version == self.tls_version:
+            return
+        try:
+            context = build_tls_context(version)
+        except (OSError, ssl.SSLError) as error:
+            log.warning("jupyter-remote: keeping the current certificate: %s: %s", version, error)
+            self.tls_version = version  # do not retry a bad version every second; a new one will come
+            return
+        self.serverapp.http_server.ssl_options = context
+        log.info("jupyter-remote: serving certificate %s to new connections", os.path.basename(version))
+        self.tls_version = version
+
+    def check_live_file(self):
+        provider = self.serverapp.identity_provider
+        if not isinstance(provider, RemoteIdentityProvider) or not provider.live_file:
+            return
+        try:
+            status = os.stat(provider.live_file)
+        except FileNotFoundError:
+            return
+        stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
+        if stamp == self.live_file_stamp:
+            return
+        self.live_file_stamp = stamp
+        with open(provider.live_file, encoding="utf-8") as stream:
+            values = json.load(stream)
+        provider.apply_live(self.serverapp, values)
+
+
+class RateLimiter:
+    """Failed logins per client address in a sliding minute; checks in flight count as failures."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.in_flight: dict[str, int] = {}
+
+    def retry_after(self, address: str, now: float) -> float:
+        """Seconds until `address` may try again; 0 when it may try now."""
+        if not self.per_minute:
+            return 0.0
+        recent = self._recent(address, now)
+        if len(recent) + self.in_flight.get(address, 0) < self.per_minute:
+            return 0.0
+        oldest = recent[0] if recent else now
+        return max(oldest + WINDOW_SECONDS - now, 1.0)
+
+    def begin(self, address: str) -> None:
+        self.in_flight[address] = self.in_flight.get(address, 0) + 1
+
+    def end(self, address: str, failed: bool, now: float) -> None:
+        left = self.in_flight.get(address, 1) - 1
+        if left:
+            self.in_flight[address] = left
+        else:
+            self.in_flight.pop(address, None)
+        if failed:
+            self._recent(address, now).append(now)
+            self.failures.move_to_end(address)
+            while len(self.failures) > MAX_TRACKED_ADDRESSES:
+                self.failures.popitem(last=False)
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self.failures.setdefault(address, deque())
+        while times and times[0] <= now - WINDOW_SECONDS:
+            times.popleft()
+        return times
+
+
+class RemoteLoginHandler(LoginFormHandler):
+    """The login form, rate-limited per address, with the argon2 check on a worker thread."""
+
+    @allow_unauthenticated
+    async def post(self):
+        provider = self.identity_provider
+        address = self.request.remote_ip
+        limiter = provider.limiter
+        wait = limiter.retry_after(address, time.monotonic())
+        if wait:
+            # Refused before the password is even read: a flood costs no argon2 time.
+            provider.log.warning("jupyter-remote: login refused (rate limit) from %s", address)
+            self.set_status(429)
+            self.set_header("Retry-After", str(math.ceil(wait)))
+            self._render(message={"error": f"Too many failed logins. Try again in {math.ceil(wait)} s."})
+            return
+        typed = self.get_argument("password", default="")
+        limiter.begin(address)
+        accepted = False
+        try:
+            accepted = await IOLoop.current().run_in_executor(
+                provider.executor, passwd_check, provider.hashed_password, typed
+            )
+        finally:
+            limiter.end(address, failed=not accepted, now=time.monotonic())
+        if not accepted:
+            provider.log.warning("jupyter-remote: login failed from %s", address)
+            self.set_status(401)
+            self._render(message={"error": "Invalid credentials"})
+            return
+        provider.log.info("jupyter-remote: login succeeded from %s", address)
+        user = self.current_user = provider.generate_anonymous_user(self)
+        provider.set_login_cookie(self, user)
+        self._redirect_safe(self.get_argument("next", default=self.base_url))
+
+
+class RemoteIdentityProvider(PasswordIdentityProvider):
+    """Jupyter's password login, plus live changes and login protection."""
+
+    live_file = Unicode("", config=True, help="JSON file of values the daemon changes live.")
+    rate_limit_per_minute = Int(10, config=True, help="Failed logins per address a minute; 0 = off.")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.limiter = RateLimiter(self.rate_limit_per_minute)
+        # One worker: argon2 is CPU-bound, and the event loop keeps the other core.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-check")
+
+    @property
+    def login_handler_class(self):
+        return RemoteLoginHandler
+
+    def apply_live(self, serverapp, values):
+        self.limiter.per_minute = int(values.get("rate_limit_per_minute", self.limiter.per_minute))
+        hashed = values.get("hashed_password")
+        if hashed and hashed != self.hashed_password:
+            self.hashed_password = hashed
+            # Jupyter mixes the hash into the cookie secret: a new one ends the old sessions.
+            serverapp.web_app.settings["cookie_secret"] = self._cookie_secret(serverapp)
+            self.log.info("jupyter-remote: new password applied; earlier sessions are logged out")
+        _apply_culling(serverapp.kernel_manager, int(values.get("cull_idle_minutes", 0)))
+
+    def _cookie_secret(self, serverapp) -> bytes:
+        # The same derivation as ServerApp's default cookie_secret, with the new hash.
+        with open(serverapp.cookie_secret_file, "rb") as stream:
+            key = stream.read()
+        digest = hmac.new(key, digestmod=hashlib.sha256)
+        digest.update(serverapp.password.encode())
+        return self.cookie_secret_hook(digest).digest()
+
+
+def _apply_culling(kernel_manager, minutes: int) -> None:
+    seconds = minutes * 60
+    if seconds == kernel_manager.cull_idle_timeout:
+        return
+    callback = getattr(kernel_manager, "_culler_callback", None)
+    if callback is not None:
+        callback.stop()
+        kernel_manager._culler_callback = None
+        kernel_manager._initialized_culler = False
+    kernel_manager.cull_idle_timeout = seconds
+    if seconds:
+        kernel_manager.cull_connected = True
+        kernel_manager.cull_interval = 60
+        kernel_manager.initialize_culler()
+    log.info("jupyter-remote: idle kernels are culled after %s minutes (0 = never)", minutes)

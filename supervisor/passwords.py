@@ -1,0 +1,54 @@
+"""Password hashes in the form Jupyter accepts, the first-start password, and the hash file."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from supervisor.errors import JupyterRemoteError, SettingsError
+from supervisor.files import write_atomic
+from supervisor.settings import Settings, looks_like_password_hash
+
+log = logging.getLogger(__name__)
+
+# jupyter_server.auth.passwd's own argon2 parameters, so our hashes are the ones Jupyter makes.
+# argon2-cffi is used directly: importing jupyter_server to reach it costs the daemon 80 ms.
+_ARGON2_PARAMETERS = {"memory_cost": 10240, "time_cost": 10, "parallelism": 8}
+
+
+def hash_password(password: str) -> str:
+    """`argon2:$argon2id$...`, the value of PasswordIdentityProvider.hashed_password."""
+    if not password:
+        raise JupyterRemoteError("password: an empty password is not allowed")
+    import argon2
+
+    return "argon2:" + argon2.PasswordHasher(**_ARGON2_PARAMETERS).hash(password)
+
+
+def make_initial_password() -> str:
+    """A strong random password (144 bits) that still reads and types well: letters, digits, - and _."""
+    return secrets.token_urlsafe(18)
+
+
+def write_hash(path: Path, hashed: str) -> None:
+    write_atomic(path, (hashed + "\n").encode(), mode=0o600)
+
+
+def read_hash(settings: Settings) -> str | None:
+    """The configured hash: inline `auth.password_hash` wins over the file; None when neither is set."""
+    if settings.auth.password_hash:
+        return settings.auth.password_hash
+    path = settings.password_path
+    try:
+        hashed = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise SettingsError(f"{path}: cannot read the password hash: {error.strerror}") from None
+    if not looks_like_password_hash(hashed):
+        raise SettingsError(
+            f"{path}: not a password hash ([auth] password_file); "
+            "write one with: jupyter-remote password"
+        )
+    return hashed

@@ -1,0 +1,221 @@
+"""Keeping the live certificate present and current, in both modes, through one versioned store.
+
+Self-signed mode issues from the local CA; files mode imports certbot's pair once key and
+certificate match. Either way a failure leaves the live certificate as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from supervisor.accounts import Account
+from supervisor.errors import JupyterRemoteError, SettingsError
+from supervisor.files import write_atomic
+from supervisor.settings import Settings
+from supervisor.tls import issue
+from supervisor.tls.names import CloudIdentity, Names, cloud_identity, wanted_names
+from supervisor.tls.policy import renewal_reason, within_constraints
+from supervisor.tls.store import CHAIN, KEY, CertificateStore
+
+log = logging.getLogger(__name__)
+
+CA_REPLACED = "replaced.json"  # why and when the CA was last replaced: users must trust it again
+CA_NOTICE_DAYS = 30
+
+
+@dataclass
+class Outcome:
+    """What `ensure_current` did; plain data so it can cross a process boundary as JSON."""
+
+    version: str
+    not_after: str
+    sha256: str
+    issued: bool = False
+    reason: str = ""
+    notices: list[str] = field(default_factory=list)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def ensure_current(
+    settings: Settings, account: Account, now: datetime | None = None, *, force: str = ""
+) -> Outcome:
+    """Make the live certificate present and current; `force` names a reason to renew anyway."""
+    now = now or utcnow()
+    store = CertificateStore(settings.state_dir, account)
+    try:
+        store.prepare()
+        with store.locked():
+            store.repair()
+            if settings.tls.mode == "files":
+                return _import_files(settings, store, now)
+            return _self_signed(settings, store, now, force)
+    except OSError as error:
+        raise JupyterRemoteError(
+            f"{store.root}: cannot update the certificate ({error.strerror}: {error.filename}); "
+            "the live certificate is unchanged"
+        ) from None
+
+
+def _self_signed(settings: Settings, store: CertificateStore, now: datetime, force: str) -> Outcome:
+    cloud = cloud_identity(settings)
+    wanted = wanted_names(settings, cloud)
+    ca, ca_reason = _load_ca(store), ""
+    if ca is None:
+        ca_reason = "no CA yet"
+    else:
+        outside = [n for n in wanted.dns if not within_constraints(n, issue.permitted_dns_names(ca.certificate))]
+        if outside:
+            ca_reason = f"new names outside the CA's constraints: {', '.join(outside)}"
+    if ca_reason:
+        had_ca = ca is not None
+        ca = issue.make_ca(_permitted_dns(wanted, cloud), now)
+        write_atomic(store.ca_key, ca.key_pem, mode=0o600)
+        write_atomic(store.ca_certificate, ca.certificate_pem, mode=0o644)
+        if had_ca:  # ca_notices() tells the user to trust the new one, for a while
+            write_atomic(store.ca_dir / CA_REPLACED, json.dumps(
+                {"when": now.isoformat(), "reason": ca_reason}).encode(), mode=0o644)
+        log.info("local CA made: %s", ca_reason)
+
+    live = _load_live(store)
+    reason = force
+    if not reason:
+        if live is None:
+            reason = "no live certificate"
+        elif live.issuer != ca.certificate.subject:
+            reason = "it was signed by an earlier CA"
+        else:
+            reason = renewal_reason(live, wanted, now, settings.tls.renew_before_days) or ""
+    if not reason:
+        return _outcome(store)
+    leaf = issue.make_leaf(ca, wanted, settings.tls.validity_days, now)
+    version = store.add_version(leaf.certificate_pem, leaf.key_pem, _meta("self-signed", leaf.certificate, now))
+    store.switch(version)
+    store.prune()
+    log.info("certificate issued (%s), valid until %s", reason, f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
+    return _outcome(store, issued=True, reason=reason)
+
+
+def _import_files(settings: Settings, store: CertificateStore, now: datetime) -> Outcome:
+    chain_pem, key_pem, leaf = read_certificate_files(settings, now)
+    notices = []
+    left = leaf.not_valid_after_utc - now
+    if left < timedelta(days=settings.tls.renew_before_days):
+        notices.append(f"{settings.tls.cert_file} expires in {left.days} days: is certbot renewing it?")
+    meta = store.meta()
+    fingerprint = _sha256(leaf)
+    if meta and meta.get("sha256") == fingerprint and meta.get("source") == "files":
+        return _outcome(store, notices=notices)
+    version = store.add_version(chain_pem, key_pem, _meta("files", leaf, now))
+    store.switch(version)
+    store.prune()
+    return _outcome(store, issued=True, reason=f"imported {settings.tls.cert_file}", notices=notices)
+
+
+def read_certificate_files(settings: Settings, now: datetime) -> tuple[bytes, bytes, x509.Certificate]:
+    """certbot's pair, validated: both parse, the key matches, and the certificate is in date."""
+    tls, where = settings.tls, f"{settings.source}: [tls]"
+    contents = {}
+    for key in ("cert_file", "key_file"):
+        try:
+            contents[key] = Path(getattr(tls, key)).read_bytes()
+        except OSError as error:
+            raise SettingsError(f"{where} {key}: cannot read {getattr(tls, key)}: {error.strerror}") from None
+    try:
+        chain = x509.load_pem_x509_certificates(contents["cert_file"])
+    except ValueError:
+        raise SettingsError(f"{where} cert_file: not a PEM certificate: {tls.cert_file}") from None
+    try:
+        key = serialization.load_pem_private_key(contents["key_file"], password=None)
+    except (ValueError, TypeError):
+        raise SettingsError(f"{where} key_file: not an unencrypted PEM private key: {tls.key_file}") from None
+    leaf = chain[0]
+    if key.public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
+        raise SettingsError(f"{where} key_file: does not match cert_file ({tls.key_file}, {tls.cert_file})")
+    if leaf.not_valid_after_utc <= now:
+        raise SettingsError(
+            f"{where} cert_file: expired on {leaf.not_valid_after_utc:%Y-%m-%d}: {tls.cert_file}"
+        )
+    return contents["cert_file"], contents["key_file"], leaf
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _permitted_dns(wanted: Names, cloud: CloudIdentity | None) -> list[str]:
+    permitted = set(wanted.dns)
+    if cloud and cloud.public_dns_suffix:
+        # The public name (ec2-1-2-3-4.<suffix>) changes with the address; the suffix does not.
+        permitted = {n for n in permitted if n != cloud.public_hostname} | {cloud.public_dns_suffix}
+    return sorted(permitted)
+
+
+def _load_ca(store: CertificateStore) -> issue.Issued | None:
+    try:
+        certificate = x509.load_pem_x509_certificate(store.ca_certificate.read_bytes())
+        key = serialization.load_pem_private_key(store.ca_key.read_bytes(), password=None)
+    except (OSError, ValueError):
+        return None
+    return issue.Issued(certificate, key)  # type: ignore[arg-type]
+
+
+def _load_live(store: CertificateStore) -> x509.Certificate | None:
+    version = store.live_version()
+    if version is None:
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate((version / CHAIN).read_bytes())
+        key = serialization.load_pem_private_key((version / KEY).read_bytes(), password=None)
+    except (OSError, ValueError):
+        log.warning("the live certificate %s is unreadable; issuing a new one", version.name)
+        return None
+    if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
+        log.warning("the live certificate %s does not match its key; issuing a new one", version.name)
+        return None
+    return certificate
+
+
+def _sha256(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str, object]:
+    return {
+        "source": source,
+        "sha256": _sha256(certificate),
+        "not_before": certificate.not_valid_before_utc.isoformat(),
+        "not_after": certificate.not_valid_after_utc.isoformat(),
+        "made": now.isoformat(),
+    }
+
+
+def _outcome(
+    store: CertificateStore, *, issued: bool = False, reason: str = "", notices: list[str] = ()
+) -> Outcome:
+    meta = store.meta() or {}
+    version = store.live_version()
+    notices = [*notices, *ca_notices(store, utcnow())]
+    return Outcome(version.name if version else "", meta.get("not_after", ""), meta.get("sha256", ""),
+                   issued, reason, notices)
+
+
+def ca_notices(store: CertificateStore, now: datetime) -> list[str]:
+    try:
+        replaced = json.loads((store.ca_dir / CA_REPLACED).read_text())
+    except (OSError, ValueError):
+        return []
+    when = datetime.fromisoformat(replaced["when"])
+    if now - when > timedelta(days=CA_NOTICE_DAYS):
+        return []
+    return [f"the local CA was replaced on {when:%Y-%m-%d} ({replaced['reason']}): "
+            "browsers must trust the new one (jupyter-remote cert ca)"]

@@ -1,0 +1,65 @@
+"""What `cert show` and `check` tell an operator about the live certificate and the local CA."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from supervisor.accounts import Account
+from supervisor.settings import Settings
+from supervisor.tls.lifecycle import ca_notices
+from supervisor.tls.names import cloud_identity, wanted_names
+from supervisor.tls.policy import certificate_names, renewal_reason
+from supervisor.tls.store import CHAIN, CertificateStore
+
+NO_CERTIFICATE = "no certificate yet: `jupyter-remote run` makes one at its first start"
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def live_certificate(store: CertificateStore) -> x509.Certificate | None:
+    version = store.live_version()
+    if version is None:
+        return None
+    return x509.load_pem_x509_certificates((version / CHAIN).read_bytes())[0]
+
+
+def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
+    if not settings.tls_enabled:
+        return ['TLS is off ([tls] mode = "off"): Jupyter serves plain HTTP on a loopback address']
+    store = CertificateStore(settings.state_dir, account)
+    certificate = live_certificate(store)
+    if certificate is None:
+        return [NO_CERTIFICATE]
+    names = certificate_names(certificate)
+    left = certificate.not_valid_after_utc - now
+    lines = [
+        f"certificate: {store.certfile} (version {store.live_version().name}, {settings.tls.mode})",  # type: ignore[union-attr]
+        f"subject:     {certificate.subject.rfc4514_string()}",
+        f"names:       {', '.join([*names.dns, *names.ips])}",
+        f"not after:   {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({left.days} days left)",
+        f"sha256:      {fingerprint(certificate)}",
+    ]
+    if settings.tls.mode == "self-signed":
+        try:
+            ca = x509.load_pem_x509_certificate(store.ca_certificate.read_bytes())
+        except OSError as error:
+            lines.append(f"CA:          cannot read {store.ca_certificate}: {error.strerror}")
+        else:
+            lines += [
+                f"CA:          {ca.subject.rfc4514_string()} (until {ca.not_valid_after_utc:%Y-%m-%d})",
+                f"CA sha256:   {fingerprint(ca)}",
+                "trust the CA once: jupyter-remote cert ca > jupyter-remote-ca.pem, then import that file",
+            ]
+        wanted = wanted_names(settings, cloud_identity(settings))
+        due = renewal_reason(certificate, wanted, now, settings.tls.renew_before_days)
+        if due:
+            lines.append(f"renewal due: {due} (the running daemon renews it within the hour)")
+        lines += [f"notice: {n}" for n in ca_notices(store, now)]
+    return lines
