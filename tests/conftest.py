@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from support import (
+    Account, DaemonProcess, JupyterClient, free_port, make_account, open_folder, remove_account,
+    settings_text,
+)
+
+
+@pytest.fixture(scope="session")
+def account() -> Iterator[Account]:
+    """The account Jupyter runs as: a throwaway one when the tests run as root (as on CI)."""
+    made = make_account()
+    yield made
+    remove_account(made)
+
+
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    made = open_folder("jr-test-")
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
+@pytest.fixture
+def make_settings(folder: Path, account: Account) -> Callable[..., Path]:
+    """Write settings.toml for a daemon on a free loopback port; sections override the defaults."""
+
+    def make(name: str = "settings.toml", **sections: dict[str, Any]) -> Path:
+        merged: dict[str, dict[str, Any]] = {
+            "server": {"ip": "127.0.0.1", "port": free_port(), "user": account.name,
+                       "root_dir": str(folder / "notebooks")},
+            "tls": {"cloud_metadata": False},
+            "supervise": {"health_interval": 1, "start_timeout": 60, "stop_timeout": 5},
+            "paths": {"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run")},
+        }
+        for section, values in sections.items():
+            merged.setdefault(section, {}).update(values)
+        path = folder / name
+        path.write_text(settings_text(merged))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def start_daemon(folder: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(settings: Path, **env: str) -> DaemonProcess:
+        daemon = DaemonProcess(settings, folder, extra_env=env).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@dataclass
+class Serving:
+    daemon: DaemonProcess
+    settings: Path
+    folder: Path
+    port: int
+
+    @property
+    def password(self) -> str:
+        return (self.settings.parent / "initial-password").read_text().strip()
+
+    @property
+    def ca(self) -> str:
+        return str(self.folder / "state" / "tls" / "ca" / "ca.pem")
+
+    @property
+    def base(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def client(self, **kwargs: Any) -> JupyterClient:
+        return JupyterClient(self.base, self.ca, **kwargs)
+
+    def logged_in_client(self) -> JupyterClient:
+        client = self.client()
+        assert client.login(self.password).status_code == 302
+        return client
+
+
+@pytest.fixture
+def serving(make_settings: Callable[..., Path], start_daemon: Callable[..., DaemonProcess],
+            folder: Path) -> Serving:
+    """A daemon serving HTTPS with a self-signed certificate, started and READY."""
+    settings = make_settings()
+    daemon = start_daemon(settings)
+    daemon.wait_ready()
+    port = int(settings.read_text().split("port = ")[1].split()[0])
+    return Serving(daemon, settings, folder, port)

@@ -1,0 +1,328 @@
+"""Real parts for the tests: a notify socket, the daemon as a process, and a Jupyter client that logs
+in through the password form and runs code in a kernel over its websocket.
+
+Every wait is bounded; every process started here is stopped by pid, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import requests
+import websocket
+
+JUPYTER_REMOTE = str(Path(sys.executable).parent / "jupyter-remote")
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def open_folder(prefix: str) -> Path:
+    """A temporary folder the unprivileged Jupyter account can reach (pytest's tmp_path is 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    folder.chmod(0o755)
+    return folder
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def settings_text(sections: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Account:
+    name: str
+    uid: int
+    home: Path
+
+
+class NotifyListener:
+    """A real NOTIFY_SOCKET: a datagram socket whose messages a thread collects with their time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "notify.sock"
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(str(self.path))
+        self.socket.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._running = True
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while self._running:
+            try:
+                data = self.socket.recv(65536)
+            except (socket.timeout, OSError):
+                continue
+            with self._lock:
+                self.messages.append((time.monotonic(), data.decode()))
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return [m for _, m in self.messages]
+
+    def count(self, message: str) -> int:
+        return sum(1 for m in self.lines() if m == message)
+
+    def wait_for(self, message: str, timeout: float, after: int = 0) -> float:
+        """Wait for the `after`+1-th datagram equal to (or starting with) `message`; its arrival time."""
+
+        def arrived() -> float | None:
+            with self._lock:
+                found = [t for t, m in self.messages if m == message or m.startswith(message)]
+            return found[after] if len(found) > after else None
+
+        return wait_until(arrived, timeout, f"notify message {message!r} #{after + 1}")
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(timeout=2)
+        self.socket.close()
+
+
+@dataclass
+class DaemonProcess:
+    """`jupyter-remote run` as a real process, with a notify socket and its log in a file."""
+
+    settings: Path
+    folder: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    notify: NotifyListener | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "daemon.log"
+
+    def start(self) -> "DaemonProcess":
+        self.notify = NotifyListener(self.folder)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+        env.update(NOTIFY_SOCKET=str(self.notify.path), **self.extra_env)
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [JUPYTER_REMOTE, "run", "--settings", str(self.settings)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def status(self) -> dict[str, Any]:
+        result = cli("status", "--json", "--settings", str(self.settings))
+        return json.loads(result.stdout)
+
+    def wait_ready(self, timeout: float = 90, after: int = 0) -> float:
+        assert self.notify is not None
+        try:
+            return self.notify.wait_for("READY=1", timeout, after)
+        except AssertionError:
+            raise AssertionError(f"no READY=1; daemon log:\n{self.log()[-4000:]}") from None
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)  # type: ignore[union-attr]
+        except psutil.Error:
+            return []
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, bounded wait; on failure SIGKILL the daemon and every process below it, by pid."""
+        if self.process is None:
+            return 0
+        below = self.tree()
+        code: int | None = None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            below += self.tree()
+            self.process.kill()
+            code = self.process.wait(10)
+        for leftover in below:
+            try:
+                leftover.kill()
+            except psutil.Error:
+                pass
+        self._log.close()
+        if self.notify:
+            self.notify.close()
+        return code
+
+
+def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [JUPYTER_REMOTE, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class JupyterClient:
+    """A browser's part: the login form, then kernels over their websocket."""
+
+    def __init__(self, base: str, verify: str | bool, source_address: str | None = None) -> None:
+        self.base = base.rstrip("/")
+        self.verify = verify
+        self.session = requests.Session()
+        self.session.trust_env = False  # this machine sets REQUESTS_CA_BUNDLE; we pin our own CA
+        self.session.verify = verify
+        if source_address:
+            adapter = _SourceAddressAdapter(source_address)
+            self.session.mount("https://", adapter)
+            self.session.mount("http://", adapter)
+
+    def login(self, password: str) -> requests.Response:
+        self.session.get(f"{self.base}/login", timeout=10)
+        return self.session.post(
+            f"{self.base}/login",
+            data={"password": password, "_xsrf": self.session.cookies.get("_xsrf", "")},
+            allow_redirects=False, timeout=30,
+        )
+
+    def logged_in(self) -> bool:
+        return self.session.get(f"{self.base}/api/status", timeout=10).status_code == 200
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> requests.Response:
+        return self.session.post(
+            f"{self.base}{path}", json=body or {}, timeout=30,
+            headers={"X-XSRFToken": self.session.cookies.get("_xsrf", "")},
+        )
+
+    def start_kernel(self) -> str:
+        response = self.post("/api/kernels", {"name": "python3"})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def kernel(self, kernel_id: str) -> "KernelChannel":
+        return KernelChannel(self, kernel_id)
+
+
+class KernelChannel:
+    """One websocket to a kernel: execute code and read what it printed."""
+
+    def __init__(self, client: JupyterClient, kernel_id: str) -> None:
+        url = client.base.replace("https://", "wss://").replace("http://", "ws://")
+        cookies = "; ".join(f"{c.name}={c.value}" for c in client.session.cookies)
+        sslopt: dict[str, Any] = {}
+        if url.startswith("wss://"):
+            sslopt = {"ca_certs": client.verify} if isinstance(client.verify, str) else {"cert_reqs": 0}
+        self.socket = websocket.create_connection(
+            f"{url}/api/kernels/{kernel_id}/channels", cookie=cookies, sslopt=sslopt, timeout=30,
+            header={"X-XSRFToken": client.session.cookies.get("_xsrf", "")},
+        )
+
+    def execute(self, code: str, timeout: float = 60) -> str:
+        msg_id = uuid.uuid4().hex
+        self.socket.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex,
+                       "username": "test", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        }))
+        output, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = json.loads(self.socket.recv())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = message["msg_type"]
+            if kind == "stream":
+                output.append(message["content"]["text"])
+            elif kind == "error":
+                output.append("\n".join(message["content"]["traceback"]))
+            elif kind == "status" and message["content"]["execution_state"] == "idle":
+                return "".join(output)
+        raise AssertionError(f"no answer from the kernel within {timeout} s")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class _SourceAddressAdapter(requests.adapters.HTTPAdapter):
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def make_account() -> Account:
+    """As root: a throwaway unprivileged account with a writable home; else the current user."""
+    if os.geteuid() != 0:
+        import pwd
+
+        entry = pwd.getpwuid(os.geteuid())
+        return Account(entry.pw_name, entry.pw_uid, Path(entry.pw_dir))
+    name = f"jrtest{uuid.uuid4().hex[:8]}"
+    home = open_folder("jr-home-") / name
+    subprocess.run(
+        ["useradd", "--home-dir", str(home), "--create-home", "--shell", "/bin/bash", "--user-group", name],
+        check=True, capture_output=True,
+    )
+    import pwd
+
+    return Account(name, pwd.getpwnam(name).pw_uid, home)
+
+
+def remove_account(account: Account) -> None:
+    if os.geteuid() != 0:
+        return
+    # Only processes this session started ran as the account; any left are killed by pid.
+    for process in psutil.process_iter(["uids"]):
+        if process.info["uids"] and process.info["uids"].real == account.uid:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+    subprocess.run(["userdel", account.name], capture_output=True)
+    shutil.rmtree(account.home.parent, ignore_errors=True)

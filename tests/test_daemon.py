@@ -1,0 +1,211 @@
+"""`jupyter-remote run` as systemd runs it: real Jupyter, real TLS, a real NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from support import JupyterClient, cli, free_port, wait_until
+
+
+def api_answers(base: str, ca: str) -> bool:
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        return session.get(f"{base}/api", verify=ca, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_ready_means_serving_verified_tls_and_a_working_kernel(serving):
+    # READY=1 came (the fixture waited): at that moment /api already answers over verified TLS.
+    assert api_answers(serving.base, serving.ca)
+    lines = serving.daemon.notify.lines()
+    ready = lines.index("READY=1")
+    assert f"STATUS=Serving https://127.0.0.1:{serving.port}/lab" in lines[ready:]
+    assert any(line.startswith("EXTEND_TIMEOUT_USEC=") for line in lines[:ready])
+
+    client = serving.logged_in_client()
+    assert client.logged_in()
+    kernel = client.kernel(client.start_kernel())
+    assert kernel.execute("print(6 * 7)").strip() == "42"
+    kernel.close()
+
+    stranger = serving.client()
+    assert stranger.login("not the password").status_code == 401
+    assert not stranger.logged_in()
+
+
+def test_first_start_password_file_and_no_secret_in_logs_commands_or_environments(serving):
+    initial = serving.settings.parent / "initial-password"
+    hash_file = serving.settings.parent / "password"
+    assert initial.stat().st_mode & 0o777 == 0o600
+    assert hash_file.stat().st_mode & 0o777 == 0o600
+    password, hashed = serving.password, hash_file.read_text().strip()
+    assert hashed.startswith("argon2:$argon2id$")
+    log = serving.daemon.log()
+    assert str(initial) in log
+    secrets = (password, hashed, hashed.split("$")[-1])
+    assert not any(s in log for s in secrets)
+    client = serving.logged_in_client()
+    client.kernel(client.start_kernel()).execute("1")
+    processes = [psutil.Process(serving.daemon.process.pid), *serving.daemon.tree()]
+    assert len(processes) >= 3  # the daemon, Jupyter and a kernel at least
+    for process in processes:
+        cmdline = " ".join(process.cmdline())
+        environ = open(f"/proc/{process.pid}/environ", "rb").read().decode(errors="replace")
+        assert not any(s in cmdline or s in environ for s in secrets), process
+    jupyter = psutil.Process(serving.daemon.status()["jupyter_pid"])
+    assert jupyter.uids().real != 0
+
+
+def test_watchdog_pings_at_half_the_interval(make_settings, start_daemon):
+    daemon = start_daemon(make_settings(), WATCHDOG_USEC="1000000")
+    daemon.wait_ready()
+    first = daemon.notify.wait_for("WATCHDOG=1", 5)
+    time.sleep(3)
+    pings = [t for t, m in daemon.notify.messages if m == "WATCHDOG=1" and t >= first]
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert len(gaps) >= 4
+    assert all(0.3 < gap < 0.8 for gap in gaps), gaps
+
+
+def test_status_json_and_exit_codes(serving, make_settings):
+    result = cli("status", "--json", "--settings", str(serving.settings))
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert set(data) == {"state", "pid", "jupyter_pid", "url", "started", "restarts", "cert_days_left",
+                         "last_error"}
+    assert data["state"] == "running" and data["pid"] == serving.daemon.process.pid
+    assert data["cert_days_left"] in (364, 365)
+    assert psutil.pid_exists(data["jupyter_pid"])
+    stopped = make_settings("other.toml", paths={"runtime_dir": str(serving.folder / "elsewhere")})
+    result = cli("status", "--settings", str(stopped))
+    assert result.returncode == 3 and "not running" in result.stderr
+
+
+def test_kill_9_of_jupyter_restarts_it_with_backoff(serving):
+    old = serving.daemon.status()["jupyter_pid"]
+    os.kill(old, signal.SIGKILL)
+    serving.daemon.wait_ready(after=1, timeout=60)
+    status = serving.daemon.status()
+    assert status["jupyter_pid"] != old and status["restarts"] == 1
+    assert api_answers(serving.base, serving.ca)
+    assert any("killed by SIGKILL; restarting in 1 s" in line for line in serving.daemon.notify.lines())
+
+
+def test_a_stopped_jupyter_is_detected_and_replaced(serving):
+    old = serving.daemon.status()["jupyter_pid"]
+    os.kill(old, signal.SIGSTOP)
+    serving.daemon.wait_ready(after=1, timeout=60)
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    assert "stopped answering" in serving.daemon.log()
+    assert api_answers(serving.base, serving.ca)
+
+
+def test_busy_port_is_a_clear_error_retried_never_another_port(make_settings, start_daemon):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    daemon = start_daemon(make_settings(server={"port": port}))
+    try:
+        wait_until(lambda: daemon.log().count(f"port {port} on 127.0.0.1 is in use") >= 2, 20,
+                   "two failed attempts")
+        assert not daemon.notify.count("READY=1")
+        listening = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == "LISTEN"
+                     and c.pid in {p.pid for p in daemon.tree()}}
+        assert listening == set()
+    finally:
+        holder.close()
+    daemon.wait_ready(timeout=90)  # the port came free: it serves there, and only there
+
+
+def test_missing_jupyter_executable_is_a_clear_settings_error(make_settings, folder):
+    settings = make_settings(server={"jupyter": str(folder / "no-such-jupyter")})
+    result = cli("run", "--settings", str(settings), timeout=30)
+    assert result.returncode == 78
+    assert f'[server] jupyter: not an executable file, got "{folder}/no-such-jupyter"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_everything_even_detached_processes(serving):
+    client = serving.logged_in_client()
+    kernels = [client.kernel(client.start_kernel()) for _ in range(2)]
+    # A kernel detaches a process into a session of its own, as `nohup ... &` in a terminal would.
+    kernels[0].execute("import subprocess; subprocess.Popen(['sleep', '600'], start_new_session=True)")
+    tree = [p.pid for p in serving.daemon.tree()]
+    assert len(tree) >= 4
+    serving.daemon.signal(signal.SIGTERM)
+    assert serving.daemon.process.wait(30) == 0
+    assert "STOPPING=1" in serving.daemon.notify.lines()
+    survivors = [pid for pid in tree if psutil.pid_exists(pid) and
+                 psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert survivors == []
+
+
+def test_reload_moves_the_port_and_a_bad_edit_keeps_serving(serving):
+    settings = serving.settings
+    text = settings.read_text()
+    # A typo: rejected with the key named, exit 78, and the old settings still serve.
+    settings.write_text(text.replace("[tls]", "[tls]\nmod = \"off\""))
+    result = cli("reload", "--settings", str(settings))
+    assert result.returncode == 78, result.stderr
+    assert '[tls] mod: unknown key (did you mean mode?)' in result.stderr
+    assert api_answers(serving.base, serving.ca)
+    assert serving.daemon.notify.count("RELOADING=1") == 0  # sent with MONOTONIC_USEC, see below
+    assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in serving.daemon.notify.lines())
+    # A new port: Jupyter restarts there.
+    new_port = free_port()
+    settings.write_text(text.replace(f"port = {serving.port}", f"port = {new_port}"))
+    result = cli("reload", "--settings", str(settings))
+    assert result.returncode == 0, result.stderr
+    assert api_answers(f"https://127.0.0.1:{new_port}", serving.ca)
+    assert not api_answers(serving.base, serving.ca)
+    assert serving.daemon.notify.count("READY=1") >= 3  # start, rejected reload, applied reload
+
+
+def test_password_change_applies_live_without_restarting_jupyter(serving):
+    old_password = serving.password
+    client = serving.logged_in_client()
+    kernel = client.kernel(client.start_kernel())
+    kernel.execute("state = 'kept'")
+    jupyter_pid = serving.daemon.status()["jupyter_pid"]
+    result = cli("password", "--stdin", "--settings", str(serving.settings), stdin="correct horse\n")
+    assert result.returncode == 0, result.stderr
+    assert not (serving.settings.parent / "initial-password").exists()
+
+    def new_password_works() -> bool:
+        return serving.client().login("correct horse").status_code == 302
+
+    wait_until(new_password_works, 10, "the new password to work")
+    assert serving.client().login(old_password).status_code == 401
+    assert not client.logged_in()  # the old session ended with the old password
+    assert serving.daemon.status()["jupyter_pid"] == jupyter_pid
+    assert kernel.execute("print(state)").strip() == "kept"
+
+
+def test_cert_renew_reaches_new_connections_without_a_restart(serving):
+    def served_fingerprint() -> str:
+        context = ssl.create_default_context(cafile=serving.ca)
+        with socket.create_connection(("127.0.0.1", serving.port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                import hashlib
+
+                return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+    before = served_fingerprint()
+    jupyter_pid = serving.daemon.status()["jupyter_pid"]
+    result = cli("cert", "renew", "--settings", str(serving.settings))
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: served_fingerprint() != before, 5, "the new certificate")
+    assert serving.daemon.status()["jupyter_pid"] == jupyter_pid
