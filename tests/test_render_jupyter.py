@@ -1,0 +1,72 @@
+"""The rendered config makes a real Jupyter server that demands the password, whatever ~/.jupyter says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor.passwords import hash_password
+from support import JupyterClient
+
+
+@pytest.fixture
+def jupyter(make_settings, start_daemon, folder: Path, account):
+    """A real `jupyter lab` with the rendered config (plain HTTP on loopback), run as the account."""
+    settings = make_settings(tls={"mode": "off"})
+    (folder / "password").write_text(hash_password("right password") + "\n")
+    # A stray config in the account's own ~/.jupyter tries to weaken everything.
+    stray = account.home / ".jupyter"
+    stray.mkdir(exist_ok=True)
+    written = {
+        "jupyter_server_config.py": "c.ServerApp.disable_check_xsrf = True\n"
+        "c.IdentityProvider.token = 'stray-token'\n"
+        "c.PasswordIdentityProvider.password_required = False\n"
+        "c.PasswordIdentityProvider.hashed_password = ''\n"
+        "c.ServerApp.port_retries = 50\n",
+        "jupyter_lab_config.py": "c.ServerApp.disable_check_xsrf = True\n",
+    }
+    for name, text in written.items():
+        (stray / name).write_text(text)
+    daemon = start_daemon(settings)
+    try:
+        daemon.wait_ready()
+        port = int(settings.read_text().split("port = ")[1].split()[0])
+        yield f"http://127.0.0.1:{port}", daemon
+    finally:
+        for name in written:
+            (stray / name).unlink(missing_ok=True)
+
+
+def test_login_form_demands_the_password_and_stray_config_cannot_weaken_it(jupyter):
+    base, _ = jupyter
+    anonymous = JupyterClient(base, verify=False)
+    assert anonymous.session.get(f"{base}/api/status", timeout=10).status_code == 403
+    assert anonymous.session.get(f"{base}/api/status?token=stray-token", timeout=10).status_code == 403
+
+    wrong = JupyterClient(base, verify=False)
+    assert wrong.login("wrong password").status_code == 401
+    assert not wrong.logged_in()
+
+    right = JupyterClient(base, verify=False)
+    response = right.login("right password")
+    assert response.status_code == 302
+    assert right.logged_in()
+    # XSRF is still checked: a POST without the header is refused even when logged in.
+    no_xsrf = right.session.post(f"{base}/api/kernels", json={}, timeout=10)
+    assert no_xsrf.status_code == 403
+    kernel = right.kernel(right.start_kernel())
+    assert kernel.execute("print('hello')").strip() == "hello"
+    kernel.close()
+
+
+def test_no_deprecated_password_or_token_settings(jupyter, folder):
+    base, daemon = jupyter
+    assert JupyterClient(base, verify=False).login("right password").status_code == 302
+    log = daemon.log()
+    assert "ServerApp]" in log  # Jupyter's own log is there to read
+    for deprecated in ("ServerApp.password", "ServerApp.token", "deprecated"):
+        assert deprecated not in log, deprecated
+    config_text = (folder / "run" / "jupyter" / "jupyter_server_config.json").read_text()
+    assert '"password"' not in config_text.replace('"hashed_password"', "")
+    assert "NotebookApp" not in config_text
