@@ -6,7 +6,6 @@ reads health probes and runs timers, all on `time.monotonic()` (as gunicorn's ar
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import select

@@ -8,13 +8,11 @@ import signal
 import socket
 import ssl
 import time
-from pathlib import Path
 
 import psutil
-import pytest
 import requests
 
-from support import JupyterClient, cli, free_port, wait_until
+from support import cli, free_port, wait_until
 
 
 def api_answers(base: str, ca: str) -> bool:
