@@ -32,31 +32,51 @@ def jupyter_executable(settings: Settings) -> Path:
     return Path(settings.server.jupyter) if settings.server.jupyter else Path(sys.executable).parent / "jupyter"
 
 
-def command(settings: Settings, account: Account) -> list[str]:
-    jupyter = [str(jupyter_executable(settings)), "lab", *settings.server.extra_args]
-    # setpriv (util-linux, on every Debian) drops to the account and, for a port below 1024,
-    # hands Jupyter the one capability it needs; --pdeathsig stops it if the daemon dies.
+def as_account(account: Account, argv: list[str], *, bind_low_ports: bool = False) -> list[str]:
+    """`argv` run as `account`: setpriv (util-linux, on every Debian) drops to it when we are root
+    and, for a port below 1024, hands over the one capability needed; --pdeathsig stops the
+    process if the daemon dies."""
     wrapper = ["setpriv", "--pdeathsig=TERM"]
     if os.geteuid() == 0:
         wrapper += [f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups"]
-        if settings.server.port < PRIVILEGED_PORTS:
+        if bind_low_ports:
             wrapper += ["--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]
-    return [*wrapper, "--", *jupyter]
+    return [*wrapper, "--", *argv]
 
 
-def environment(settings: Settings, account: Account, config_dir: Path) -> dict[str, str]:
-    """A clean environment: the account's own variables and Jupyter's paths, no secret."""
-    home = account.home
+def command(settings: Settings, account: Account) -> list[str]:
+    jupyter = [str(jupyter_executable(settings)), "lab", *settings.server.extra_args]
+    return as_account(account, jupyter, bind_low_ports=settings.server.port < PRIVILEGED_PORTS)
+
+
+def account_environment(account: Account, path: str = PATH) -> dict[str, str]:
+    """What a login gives the account, and nothing of ours: no secret can leak through it."""
     return {
-        "HOME": str(home),
+        "HOME": str(account.home),
         "USER": account.name,
         "LOGNAME": account.name,
         "SHELL": "/bin/bash",
-        "PATH": f"{jupyter_executable(settings).parent}:{PATH}",
+        "PATH": path,
         "LANG": os.environ.get("LANG") or "C.UTF-8",
+    }
+
+
+def environment(settings: Settings, account: Account, config_dir: Path,
+                kernel_env: Path | None = None) -> dict[str, str]:
+    """Jupyter's environment: the account's own, Jupyter's paths, and the notebooks' Python first."""
+    home = account.home
+    path = f"{jupyter_executable(settings).parent}:{PATH}"
+    data_path = str(config_dir / "data")  # our kernelspec: the default "Python 3"
+    if kernel_env:
+        # Terminals then find the notebooks' python and pip; widgets installed there are served.
+        path = f"{kernel_env / 'bin'}:{path}"
+        data_path += f":{kernel_env / 'share' / 'jupyter'}"
+    return {
+        **account_environment(account, path),
         # Our config folder replaces ~/.jupyter, so a stray file there cannot weaken the password,
         # TLS, XSRF or port settings; the user's JupyterLab settings stay where they are.
         "JUPYTER_CONFIG_DIR": str(config_dir),
+        "JUPYTER_PATH": data_path,
         "JUPYTERLAB_SETTINGS_DIR": str(home / ".jupyter" / "lab" / "user-settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / ".jupyter" / "lab" / "workspaces"),
         # Makes the extension importable in any Jupyter; it removes this from its own environment.
@@ -87,14 +107,15 @@ class Jupyter:
             return False
 
 
-def spawn(settings: Settings, account: Account, config_dir: Path, root_dir: Path) -> Jupyter:
+def spawn(settings: Settings, account: Account, config_dir: Path, root_dir: Path,
+          kernel_env: Path | None = None) -> Jupyter:
     argv = command(settings, account)
     executable = jupyter_executable(settings)
     if not os.access(executable, os.X_OK):
         raise JupyterRemoteError(f"cannot run Jupyter: {executable} is not an executable file")
     try:
         process = subprocess.Popen(
-            argv, env=environment(settings, account, config_dir), cwd=root_dir,
+            argv, env=environment(settings, account, config_dir, kernel_env), cwd=root_dir,
             stdin=subprocess.DEVNULL, process_group=0, close_fds=True,
         )
     except OSError as error:
@@ -132,15 +153,30 @@ def descendants() -> list[int]:
         return []
 
 
-def kill_everything() -> None:
-    """SIGKILL every process below the daemon, until none is left (a fork may race the first pass)."""
+def kill_everything(spare: int | None = None) -> None:
+    """SIGKILL every process below the daemon, but `spare` and its own, until none is left
+    (a fork may race the first pass)."""
     for _ in range(50):
         pids = descendants()
+        if spare in pids:
+            spared = {spare, *(p.pid for p in _children(spare))}
+            pids = [pid for pid in pids if pid not in spared]
         if not pids:
             return
         signal_tree(pids, signal.SIGKILL)
-        reap_all()
+        for pid in pids:  # only these: the spared process's exit is the daemon's to collect
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass  # not our child (yet): once its parent is gone, the next pass reaps it
         time.sleep(0.02)
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def reap_all() -> list[tuple[int, int]]:

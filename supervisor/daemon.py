@@ -10,6 +10,7 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -29,6 +30,10 @@ READINESS_POLL = 0.1  # seconds between probes while Jupyter starts: READY=1 fol
 EXTEND_EVERY, EXTEND_BY = 5.0, 20.0  # EXTEND_TIMEOUT_USEC while a start goes on
 CERTIFICATE_CHECK = 3600.0  # renewal is due by days; an hourly look is plenty
 FILES_CHECK = 5.0  # certbot's files are looked at this often in files mode
+# Passed to pip in kernel-package installs: an operator's mirror or proxy (systemctl edit).
+PIP_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX",
+                 "PIP_TRUSTED_HOST", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+                 "https_proxy", "no_proxy")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 # `jupyter-remote password` asks for the new password alone with this signal: SIGHUP would also
 # apply any half-finished edit of the settings and perhaps restart Jupyter.
@@ -63,6 +68,9 @@ class Daemon:
         self.reload_restarting = False
         self.reloads = {"seq": 0, "result": "", "errors": []}
         self.exit_code = 0
+        self.kernel_env: Path | None = None
+        self.kernel_job: subprocess.Popen[bytes] | None = None
+        self.kernel_job_again = False
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -70,6 +78,7 @@ class Daemon:
         self._install_signal_handlers()
         child.become_subreaper()
         self._prepare(self.settings)
+        self._start_kernel_job()  # pip may take minutes: Jupyter starts meanwhile
         self._start_jupyter()
         if self.notifier.watchdog_interval:
             self.timers["watchdog"] = time.monotonic()
@@ -133,8 +142,9 @@ class Daemon:
         prepare.make_directories(place)
         hashed = prepare.ensure_password(settings)
         certificate = prepare.ensure_certificate(place)
+        kernel_env = prepare.ensure_kernel(place)
         prepare.write_jupyter_config(place, hashed)
-        self.settings, self.place, self.hashed = settings, place, hashed
+        self.settings, self.place, self.hashed, self.kernel_env = settings, place, hashed, kernel_env
         self._note_certificate(certificate)
 
     def _note_certificate(self, outcome: dict[str, object] | None) -> None:
@@ -150,13 +160,18 @@ class Daemon:
         self.timers["certificate"] = time.monotonic() + CERTIFICATE_CHECK
 
     def _start_jupyter(self) -> None:
+        if not self.place.root_dir.is_dir():
+            self._back_off(f"cannot start: root_dir {self.place.root_dir} is missing "
+                           f"and {self.place.account.name} cannot make it")
+            return
         if child.port_in_use(self.settings):
             self._back_off(
                 f"port {self.settings.server.port} on {self.settings.server.ip} is in use by another program"
             )
             return
         try:
-            self.jupyter = child.spawn(self.settings, self.place.account, self.place.config_dir, self.place.root_dir)
+            self.jupyter = child.spawn(self.settings, self.place.account, self.place.config_dir,
+                                       self.place.root_dir, self.kernel_env)
         except JupyterRemoteError as error:
             self.last_error = str(error)
             log.error("%s", error)
@@ -200,7 +215,7 @@ class Daemon:
     def _replace_jupyter(self, reason: str) -> None:
         """A hung or failed Jupyter: kill it and everything it started, then back off."""
         self.probes.forget()
-        child.kill_everything()
+        child.kill_everything(spare=self._kernel_job_pid)
         self.jupyter = None
         self._back_off(reason)
 
@@ -272,12 +287,16 @@ class Daemon:
             if self.jupyter is not None and pid == self.jupyter.pid:
                 self.jupyter.process.returncode = os.waitstatus_to_exitcode(wait_status)
                 self._jupyter_exited(child.describe_exit(wait_status))
+            elif self.kernel_job is not None and pid == self.kernel_job.pid:
+                self.kernel_job.returncode = os.waitstatus_to_exitcode(wait_status)
+                self._kernel_job_done(wait_status)
 
     def _jupyter_exited(self, how: str) -> None:
         self.jupyter = None
         self.probes.forget()
         if self.state in (State.STARTING, State.RUNNING):
-            child.kill_everything()  # kernels in sessions of their own outlive Jupyter otherwise
+            # Kernels in sessions of their own outlive Jupyter otherwise.
+            child.kill_everything(spare=self._kernel_job_pid)
             self._back_off(how)
 
     def _handle_signal(self, number: int) -> None:
@@ -302,8 +321,9 @@ class Daemon:
         self.timers.clear()
         self._set_state(State.STOPPED)
 
-    def _terminate_jupyter(self) -> None:
-        """SIGTERM (Jupyter shuts its kernels down), then SIGKILL for all that is left at the deadline."""
+    def _terminate_jupyter(self, spare: int | None = None) -> None:
+        """SIGTERM (Jupyter shuts its kernels down), then SIGKILL for all that is left at the deadline
+        (but `spare`, a kernel-package install, when Jupyter only restarts)."""
         self.probes.forget()
         if self.jupyter is not None:
             child.signal_tree([self.jupyter.pid], signal.SIGTERM)
@@ -313,7 +333,7 @@ class Daemon:
                 time.sleep(0.05)
             if self.jupyter is not None:
                 log.warning("Jupyter did not stop within stop_timeout; killing it and its processes")
-        child.kill_everything()
+        child.kill_everything(spare=spare)
         self.jupyter = None
 
     def _reap_during_stop(self) -> None:
@@ -341,6 +361,7 @@ class Daemon:
         except OSError as error:
             self._finish_reload("rejected", [f"cannot apply the settings: {error}"])
             return
+        self._start_kernel_job()
         if not restart:
             log.info("settings reloaded; password, TLS and kernel changes applied without a restart")
             self._finish_reload("applied")
@@ -349,7 +370,7 @@ class Daemon:
         self.reload_restarting = True
         if self.state in (State.RUNNING, State.STARTING):
             self._set_state(State.STOPPING, "Restarting Jupyter with new [server] settings")
-            self._terminate_jupyter()
+            self._terminate_jupyter(spare=self._kernel_job_pid)
         self.timers.pop("backoff", None)
         self.backoff = Backoff()
         self._start_jupyter()
@@ -375,6 +396,38 @@ class Daemon:
         prepare.write_jupyter_config(self.place, hashed)
         self.hashed = hashed
         log.info("new password applied without restarting Jupyter; earlier sessions are logged out")
+
+    # --- the notebooks' Python --------------------------------------------------------------------
+
+    @property
+    def _kernel_job_pid(self) -> int | None:
+        return self.kernel_job.pid if self.kernel_job else None
+
+    def _start_kernel_job(self) -> None:
+        """Refresh the notebooks' environment and install `kernel.packages`, as the account, in a
+        child: the loop and the watchdog go on meanwhile; pip's lines go to the journal."""
+        if self.kernel_env is None:
+            return
+        if self.kernel_job is not None:
+            self.kernel_job_again = True  # once this one ends, with the settings of then
+            return
+        environment = child.account_environment(self.place.account)
+        environment.update({k: os.environ[k] for k in PIP_VARIABLES if k in os.environ})
+        argv = prepare.kernel_env_command(self.place, self.kernel_env, self.settings.kernel.packages)
+        try:
+            self.kernel_job = subprocess.Popen(argv, env=environment, cwd="/", stdin=subprocess.DEVNULL,
+                                               process_group=0)
+        except OSError as error:
+            log.error("cannot set up the notebooks' Python: %s", error)
+
+    def _kernel_job_done(self, wait_status: int) -> None:
+        self.kernel_job = None
+        if wait_status:
+            self.last_error = f"kernel packages not installed ({child.describe_exit(wait_status)})"
+            self._write_status()
+        if self.kernel_job_again:
+            self.kernel_job_again = False
+            self._start_kernel_job()
 
     # --- certificates -----------------------------------------------------------------------------
 

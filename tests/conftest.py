@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ def make_settings(folder: Path, account: Account) -> Callable[..., Path]:
         }
         for section, values in sections.items():
             merged.setdefault(section, {}).update(values)
+        notebooks = folder / "notebooks"  # the account's to write, as an operator would arrange
+        notebooks.mkdir(exist_ok=True)
+        os.chown(notebooks, account.uid, -1)
         path = folder / name
         path.write_text(settings_text(merged))
         return path

@@ -81,7 +81,7 @@ class NotifyListener:
     """A real NOTIFY_SOCKET: a datagram socket whose messages a thread collects with their time."""
 
     def __init__(self, folder: Path) -> None:
-        self.path = folder / "notify.sock"
+        self.path = folder / f"notify-{uuid.uuid4().hex[:8]}.sock"
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.bind(str(self.path))
         self.socket.settimeout(0.2)
@@ -121,6 +121,7 @@ class NotifyListener:
         self._running = False
         self._thread.join(timeout=2)
         self.socket.close()
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -132,10 +133,11 @@ class DaemonProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     notify: NotifyListener | None = None
+    name: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     @property
     def log_path(self) -> Path:
-        return self.folder / "daemon.log"
+        return self.folder / f"daemon-{self.name}.log"
 
     def start(self) -> "DaemonProcess":
         self.notify = NotifyListener(self.folder)
