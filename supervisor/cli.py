@@ -328,6 +328,9 @@ def status(
         typer.echo(f"certificate:  {daemon['cert_days_left']} days left")
     if daemon.get("last_error"):
         typer.echo(f"last error:   {daemon['last_error']}")
+    if daemon.get("restart_pending"):
+        typer.echo(f"restart pending: upgraded to {daemon['restart_pending']}; "
+                   "restart when convenient (systemctl restart jupyter-remote; running kernels stop)")
 
 
 # --- entry point ----------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class Daemon:
         self.kernel_env: Path | None = None
         self.kernel_job: subprocess.Popen[bytes] | None = None
         self.kernel_job_again = False
+        self.restart_pending = ""
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -78,6 +79,7 @@ class Daemon:
         self._install_signal_handlers()
         child.become_subreaper()
         self._prepare(self.settings)
+        self._pending_marker.unlink(missing_ok=True)  # we are the restart it asked for
         self._start_kernel_job()  # pip may take minutes: Jupyter starts meanwhile
         self._start_jupyter()
         if self.notifier.watchdog_interval:
@@ -233,6 +235,7 @@ class Daemon:
         if self.jupyter is None or self.probes.busy:
             return
         self._refresh_live_certificate()
+        self._notice_upgrade()
         self.probe_cpu = self.jupyter.cpu_seconds()
         timeout = READINESS_POLL * 20 if self.state is State.STARTING else self._probe_timeout()
         self.probes.start(self._target(), timeout)
@@ -397,6 +400,24 @@ class Daemon:
         self.hashed = hashed
         log.info("new password applied without restarting Jupyter; earlier sessions are logged out")
 
+    @property
+    def _pending_marker(self) -> Path:
+        # Written by the package's postinst on upgrade: a restart would stop every kernel, so it is
+        # left to the operator, and said here and in `status`.
+        return self.settings.runtime_dir / "restart-pending"
+
+    def _notice_upgrade(self) -> None:
+        if self.restart_pending:
+            return
+        try:
+            version = self._pending_marker.read_text().strip()
+        except OSError:
+            return
+        self.restart_pending = version or "a new version"
+        log.warning("jupyter-remote was upgraded to %s: restart when convenient (systemctl restart "
+                    "jupyter-remote; running kernels stop)", self.restart_pending)
+        self._write_status()
+
     # --- the notebooks' Python --------------------------------------------------------------------
 
     @property
@@ -479,6 +500,7 @@ class Daemon:
             "cert_days_left": _days_left(self.certificate),
             "last_error": self.last_error,
             "reload": self.reloads,
+            "restart_pending": self.restart_pending,
         }
         try:
             status.write(self.settings.runtime_dir, data)

@@ -207,3 +207,15 @@ def test_cert_renew_reaches_new_connections_without_a_restart(serving):
     assert result.returncode == 0, result.stderr
     wait_until(lambda: served_fingerprint() != before, 5, "the new certificate")
     assert serving.daemon.status()["jupyter_pid"] == jupyter_pid
+
+
+def test_an_upgrade_marker_makes_status_and_log_say_a_restart_is_pending(serving):
+    (serving.folder / "run" / "restart-pending").write_text("9.9.9\n")
+
+    def said() -> bool:
+        result = cli("status", "--settings", str(serving.settings))
+        return "restart pending: upgraded to 9.9.9" in result.stdout
+
+    wait_until(said, 10, "status to say a restart is pending")
+    assert "jupyter-remote was upgraded to 9.9.9: restart when convenient" in serving.daemon.log()
+    assert serving.daemon.status()["restarts"] == 0  # nothing was restarted on its own
