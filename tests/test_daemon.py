@@ -219,3 +219,38 @@ def test_an_upgrade_marker_makes_status_and_log_say_a_restart_is_pending(serving
     wait_until(said, 10, "status to say a restart is pending")
     assert "jupyter-remote was upgraded to 9.9.9: restart when convenient" in serving.daemon.log()
     assert serving.daemon.status()["restarts"] == 0  # nothing was restarted on its own
+
+
+def test_a_start_slower_than_start_timeout_counts_as_failed(make_settings, start_daemon):
+    daemon = start_daemon(make_settings(supervise={"start_timeout": 1, "health_interval": 1}))
+    wait_until(lambda: "did not answer within start_timeout (1 s)" in daemon.log(), 30, "a failed start")
+    assert daemon.notify.count("READY=1") == 0
+    assert any(m.startswith("STATUS=Jupyter did not answer within start_timeout") for m in daemon.notify.lines())
+
+
+def test_a_reload_asked_for_during_start_up_waits_for_the_start(make_settings, start_daemon):
+    daemon = start_daemon(make_settings())
+    daemon.notify.wait_for("STATUS=Starting Jupyter", 30)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_ready()
+    daemon.wait_ready(after=1, timeout=30)  # the reload's own READY=1, after the start's
+    lines = daemon.notify.lines()
+    first_ready = lines.index("READY=1")
+    reloading = next(i for i, m in enumerate(lines) if m.startswith("RELOADING=1"))
+    assert first_ready < reloading
+    assert "reload asked for during start-up" in daemon.log()
+
+
+def test_sighup_applies_a_new_inline_password_without_restarting_jupyter(serving):
+    client = serving.logged_in_client()
+    kernel = client.kernel(client.start_kernel())
+    kernel.execute("kept = 7")
+    jupyter_pid = serving.daemon.status()["jupyter_pid"]
+    hashed = cli("password", "--stdin", "--print", "--settings", str(serving.settings),
+                 stdin="via sighup\n").stdout.strip()
+    serving.settings.write_text(serving.settings.read_text() + f"[auth]\npassword_hash = '{hashed}'\n")
+    serving.daemon.signal(signal.SIGHUP)
+    serving.daemon.wait_ready(after=1, timeout=30)
+    wait_until(lambda: serving.client().login("via sighup").status_code == 302, 10, "the new password")
+    assert serving.daemon.status()["jupyter_pid"] == jupyter_pid
+    assert kernel.execute("print(kept)").strip() == "7"
