@@ -91,6 +91,7 @@ class Daemon:
                 self._handle_signal(self.signals.popleft())
             self._read_probe()
             self._run_timers()
+        child.kill_everything()  # e.g. a kernel-package install, after a fatal start
         return self.exit_code
 
     def _install_signal_handlers(self) -> None:

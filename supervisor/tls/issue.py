@@ -58,7 +58,7 @@ def make_ca(permitted_dns: list[str], now: datetime) -> Issued:
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + CA_LIFETIME)
+        .not_valid_after(now - CLOCK_SKEW + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -97,7 +97,8 @@ def make_leaf(ca: Issued, names: Names, validity_days: int, now: datetime) -> Is
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + timedelta(days=validity_days))
+        # Counted from notBefore: Apple refuses a lifetime over 825 days by even an hour.
+        .not_valid_after(now - CLOCK_SKEW + timedelta(days=validity_days))
         .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

@@ -21,7 +21,13 @@ from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.files import write_atomic
 from supervisor.settings import Settings
 from supervisor.tls import issue
-from supervisor.tls.names import CloudIdentity, Names, cloud_identity, wanted_names
+from supervisor.tls.names import (
+    CloudIdentity,
+    MetadataUnavailable,
+    Names,
+    cloud_identity,
+    wanted_names,
+)
 from supervisor.tls.policy import renewal_reason, within_constraints
 from supervisor.tls.store import CHAIN, KEY, CertificateStore
 
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 
 CA_REPLACED = "replaced.json"  # why and when the CA was last replaced: users must trust it again
 CA_NOTICE_DAYS = 30
+NO_CA = "no CA yet"
+CLOUD_FILE = "cloud.json"  # the last public names the metadata service told, for when it does not answer
 
 
 @dataclass
@@ -61,28 +69,24 @@ def ensure_current(
                 return _import_files(settings, store, now)
             return _self_signed(settings, store, now, force)
     except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
         raise JupyterRemoteError(
-            f"{store.root}: cannot update the certificate ({error.strerror}: {error.filename}); "
+            f"{store.root}: cannot update the certificate ({error.strerror or error}{where}); "
             "the live certificate is unchanged"
         ) from None
 
 
 def _self_signed(settings: Settings, store: CertificateStore, now: datetime, force: str) -> Outcome:
-    cloud = cloud_identity(settings)
+    cloud = current_cloud_identity(settings, store, remember=True)
     wanted = wanted_names(settings, cloud)
-    ca, ca_reason = _load_ca(store), ""
-    if ca is None:
-        ca_reason = "no CA yet"
-    else:
-        outside = [n for n in wanted.dns if not within_constraints(n, issue.permitted_dns_names(ca.certificate))]
-        if outside:
-            ca_reason = f"new names outside the CA's constraints: {', '.join(outside)}"
+    ca = _load_ca(store)
+    had_ca = store.ca_certificate.exists()
+    ca_reason = _ca_replacement_reason(ca, had_ca, wanted, now, settings.tls.validity_days)
     if ca_reason:
-        had_ca = ca is not None
         ca = issue.make_ca(_permitted_dns(wanted, cloud), now)
         write_atomic(store.ca_key, ca.key_pem, mode=0o600)
         write_atomic(store.ca_certificate, ca.certificate_pem, mode=0o644)
-        if had_ca:  # ca_notices() tells the user to trust the new one, for a while
+        if ca_reason != NO_CA:  # ca_notices() tells the user to trust the new one, for a while
             write_atomic(store.ca_dir / CA_REPLACED, json.dumps(
                 {"when": now.isoformat(), "reason": ca_reason}).encode(), mode=0o644)
         log.info("local CA made: %s", ca_reason)
@@ -97,13 +101,61 @@ def _self_signed(settings: Settings, store: CertificateStore, now: datetime, for
         else:
             reason = renewal_reason(live, wanted, now, settings.tls.renew_before_days) or ""
     if not reason:
-        return _outcome(store)
+        return _outcome(store, now)
     leaf = issue.make_leaf(ca, wanted, settings.tls.validity_days, now)
     version = store.add_version(leaf.certificate_pem, leaf.key_pem, _meta("self-signed", leaf.certificate, now))
     store.switch(version)
     store.prune()
     log.info("certificate issued (%s), valid until %s", reason, f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
-    return _outcome(store, issued=True, reason=reason)
+    return _outcome(store, now, issued=True, reason=reason)
+
+
+def _ca_replacement_reason(
+    ca: issue.Issued | None, had_ca: bool, wanted: Names, now: datetime, validity_days: int
+) -> str:
+    """Why a new CA is needed, or "" while the one we have can sign the certificate wanted."""
+    if ca is None:
+        return "the CA's certificate or key was unreadable or mismatched" if had_ca else NO_CA
+    permitted = issue.permitted_dns_names(ca.certificate)
+    outside = [n for n in wanted.dns if not within_constraints(n, permitted)]
+    if outside:
+        return f"new names outside the CA's constraints: {', '.join(outside)}"
+    # A leaf must not outlive its CA; a clock before the CA's start is left alone (the clock is
+    # wrong, not the CA, and a new CA would make every user trust it again).
+    if ca.certificate.not_valid_after_utc < now + timedelta(days=validity_days):
+        expires = ca.certificate.not_valid_after_utc
+        return f"the CA expires on {expires:%Y-%m-%d}, before a new certificate would"
+    return ""
+
+
+def current_cloud_identity(
+    settings: Settings, store: CertificateStore, *, remember: bool = False
+) -> CloudIdentity | None:
+    """The instance's public names; when the metadata service fails, the last ones it told.
+
+    A metadata hiccup must not re-issue the certificate without the names users type.
+    `remember` saves fresh names for that (the caller holds the store's lock).
+    """
+    path = store.root / CLOUD_FILE
+    try:
+        cloud = cloud_identity(settings)
+    except MetadataUnavailable as error:
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            log.warning("%s; no public names known yet", error)
+            return None
+        log.warning("%s; using the last public names it told", error)
+        return CloudIdentity(known.get("public_ipv4"), known.get("public_hostname"))
+    if cloud is not None and remember:
+        document = json.dumps({"public_ipv4": cloud.public_ipv4, "public_hostname": cloud.public_hostname})
+        try:
+            unchanged = path.read_text() == document
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            write_atomic(path, document.encode(), mode=0o644)
+    return cloud
 
 
 def _import_files(settings: Settings, store: CertificateStore, now: datetime) -> Outcome:
@@ -112,14 +164,13 @@ def _import_files(settings: Settings, store: CertificateStore, now: datetime) ->
     left = leaf.not_valid_after_utc - now
     if left < timedelta(days=settings.tls.renew_before_days):
         notices.append(f"{settings.tls.cert_file} expires in {left.days} days: is certbot renewing it?")
-    meta = store.meta()
-    fingerprint = _sha256(leaf)
-    if meta and meta.get("sha256") == fingerprint and meta.get("source") == "files":
-        return _outcome(store, notices=notices)
+    live = _load_live(store)
+    if live is not None and _sha256(live) == _sha256(leaf):
+        return _outcome(store, now, notices=notices)
     version = store.add_version(chain_pem, key_pem, _meta("files", leaf, now))
     store.switch(version)
     store.prune()
-    return _outcome(store, issued=True, reason=f"imported {settings.tls.cert_file}", notices=notices)
+    return _outcome(store, now, issued=True, reason=f"imported {settings.tls.cert_file}", notices=notices)
 
 
 def read_certificate_files(settings: Settings, now: datetime) -> tuple[bytes, bytes, x509.Certificate]:
@@ -164,7 +215,10 @@ def _load_ca(store: CertificateStore) -> issue.Issued | None:
     try:
         certificate = x509.load_pem_x509_certificate(store.ca_certificate.read_bytes())
         key = serialization.load_pem_private_key(store.ca_key.read_bytes(), password=None)
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
+        return None
+    if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
+        log.warning("the local CA's key does not match its certificate (an interrupted replacement)")
         return None
     return issue.Issued(certificate, key)  # type: ignore[arg-type]
 
@@ -176,7 +230,7 @@ def _load_live(store: CertificateStore) -> x509.Certificate | None:
     try:
         certificate = x509.load_pem_x509_certificate((version / CHAIN).read_bytes())
         key = serialization.load_pem_private_key((version / KEY).read_bytes(), password=None)
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         log.warning("the live certificate %s is unreadable; issuing a new one", version.name)
         return None
     if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
@@ -200,11 +254,12 @@ def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str
 
 
 def _outcome(
-    store: CertificateStore, *, issued: bool = False, reason: str = "", notices: list[str] = ()
+    store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
+    notices: list[str] = (),
 ) -> Outcome:
     meta = store.meta() or {}
     version = store.live_version()
-    notices = [*notices, *ca_notices(store, utcnow())]
+    notices = [*notices, *ca_notices(store, now)]
     return Outcome(version.name if version else "", meta.get("not_after", ""), meta.get("sha256", ""),
                    issued, reason, notices)
 

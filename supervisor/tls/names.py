@@ -29,7 +29,7 @@ class Names:
     ips: tuple[str, ...]
 
     @classmethod
-    def of(cls, dns: set[str], ips: set[str]) -> "Names":
+    def of(cls, dns: set[str], ips: set[str]) -> Names:
         return cls(tuple(sorted(dns)), tuple(sorted(ips, key=_ip_order)))
 
 
@@ -82,8 +82,15 @@ def interface_addresses() -> set[str]:
     return addresses
 
 
+class MetadataUnavailable(Exception):
+    """On AWS, but the metadata service did not answer: the public names are unknown, not gone."""
+
+
 def cloud_identity(settings: Settings) -> CloudIdentity | None:
-    """The instance's public IPv4 and DNS name from IMDSv2, or None when not on AWS."""
+    """The instance's public IPv4 and DNS name from IMDSv2, or None when not on AWS (or not asked).
+
+    Raises MetadataUnavailable when the service should answer and does not.
+    """
     if not settings.tls.cloud_metadata:
         return None
     base = os.environ.get(IMDS_URL_VARIABLE)
@@ -100,9 +107,8 @@ def cloud_identity(settings: Settings) -> CloudIdentity | None:
         )
         with opener.open(token_request, timeout=IMDS_TIMEOUT) as response:
             token = response.read().decode()
-    except (OSError, urllib.error.URLError) as error:
-        log.info("no cloud metadata (IMDSv2 at %s): %s", base, error)
-        return None
+    except OSError as error:  # URLError and timeouts are OSErrors
+        raise MetadataUnavailable(f"no answer from the metadata service at {base}: {error}") from None
 
     def get(item: str) -> str | None:
         request = urllib.request.Request(
@@ -111,8 +117,12 @@ def cloud_identity(settings: Settings) -> CloudIdentity | None:
         try:
             with opener.open(request, timeout=IMDS_TIMEOUT) as response:
                 return response.read().decode().strip() or None
-        except (OSError, urllib.error.URLError):
-            return None  # 404: the instance has no public address
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None  # the instance has no public address
+            raise MetadataUnavailable(f"instance metadata {item}: HTTP {error.code}") from None
+        except OSError as error:
+            raise MetadataUnavailable(f"instance metadata {item}: {error}") from None
 
     return CloudIdentity(get("public-ipv4"), get("public-hostname"))
 

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 
 from supervisor.accounts import Account
 from supervisor.settings import Settings
-from supervisor.tls.lifecycle import ca_notices
-from supervisor.tls.names import cloud_identity, wanted_names
+from supervisor.tls.lifecycle import ca_notices, current_cloud_identity
+from supervisor.tls.names import wanted_names
 from supervisor.tls.policy import certificate_names, renewal_reason
 from supervisor.tls.store import CHAIN, CertificateStore
 
@@ -23,20 +23,25 @@ def fingerprint(certificate: x509.Certificate) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
-def live_certificate(store: CertificateStore) -> x509.Certificate | None:
+def live_chain(store: CertificateStore) -> list[x509.Certificate]:
+    """The live certificate and what else its chain file holds; [] when there is none yet."""
     version = store.live_version()
     if version is None:
-        return None
-    return x509.load_pem_x509_certificates((version / CHAIN).read_bytes())[0]
+        return []
+    return x509.load_pem_x509_certificates((version / CHAIN).read_bytes())
 
 
 def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
     if not settings.tls_enabled:
         return ['TLS is off ([tls] mode = "off"): Jupyter serves plain HTTP on a loopback address']
     store = CertificateStore(settings.state_dir, account)
-    certificate = live_certificate(store)
-    if certificate is None:
+    try:
+        chain = live_chain(store)
+    except ValueError:
+        return [f"certificate: {store.certfile} is damaged: `jupyter-remote cert renew` replaces it"]
+    if not chain:
         return [NO_CERTIFICATE]
+    certificate = chain[0]
     names = certificate_names(certificate)
     left = certificate.not_valid_after_utc - now
     lines = [
@@ -46,18 +51,25 @@ def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
         f"not after:   {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({left.days} days left)",
         f"sha256:      {fingerprint(certificate)}",
     ]
+    if settings.tls.mode == "files":
+        lines.append(f"CA:          {certificate.issuer.rfc4514_string()} (the issuer)")
+        if len(chain) > 1:  # certbot's fullchain.pem: the leaf, then the CA that issued it
+            lines.append(f"CA sha256:   {fingerprint(chain[1])}")
     if settings.tls.mode == "self-signed":
         try:
             ca = x509.load_pem_x509_certificate(store.ca_certificate.read_bytes())
         except OSError as error:
             lines.append(f"CA:          cannot read {store.ca_certificate}: {error.strerror}")
+        except ValueError:
+            lines.append(f"CA:          {store.ca_certificate} is damaged: "
+                         "`jupyter-remote cert renew` replaces it")
         else:
             lines += [
                 f"CA:          {ca.subject.rfc4514_string()} (until {ca.not_valid_after_utc:%Y-%m-%d})",
                 f"CA sha256:   {fingerprint(ca)}",
                 "trust the CA once: jupyter-remote cert ca > jupyter-remote-ca.pem, then import that file",
             ]
-        wanted = wanted_names(settings, cloud_identity(settings))
+        wanted = wanted_names(settings, current_cloud_identity(settings, store))
         due = renewal_reason(certificate, wanted, now, settings.tls.renew_before_days)
         if due:
             lines.append(f"renewal due: {due} (the running daemon renews it within the hour)")
