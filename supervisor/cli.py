@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import getpass
 import json
-import logging
 import os
 import signal
 import sys
@@ -18,17 +17,9 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from supervisor import __version__
-from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError
+from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, exit_code
 from supervisor.settings import settings_path_from_env
 
-EX_CONFIG = 78  # sysexits.h: configuration error; the unit's RestartPreventExitStatus
-EXIT_NOT_RUNNING = 3  # as LSB `status` commands
-EXIT_CODES: list[tuple[type[BaseException], int]] = [
-    (SettingsError, EX_CONFIG),
-    (ReloadRejected, EX_CONFIG),
-    (NotRunning, EXIT_NOT_RUNNING),
-    (JupyterRemoteError, 1),
-]
 RELOAD_WAIT_MARGIN = 30.0
 
 app = typer.Typer(
@@ -70,7 +61,7 @@ def command(group: typer.Typer = app, name: str | None = None) -> Callable[[Call
             except JupyterRemoteError as error:
                 for line in error.lines:
                     typer.echo(line, err=True)
-                raise typer.Exit(next(code for kind, code in EXIT_CODES if isinstance(error, kind)))
+                raise typer.Exit(exit_code(error))
             except OSError as error:
                 where = f" ({error.filename})" if error.filename else ""
                 typer.echo(f"jupyter-remote: {error.strerror or error}{where}", err=True)
@@ -99,10 +90,9 @@ def _load(settings: Path | None):  # noqa: ANN202 - Settings, imported lazily fo
 @command()
 def run(settings: SettingsOption = None) -> None:
     """Run the daemon in the foreground (the systemd unit's ExecStart)."""
-    _configure_logging()
-    from supervisor import daemon
-
-    raise typer.Exit(daemon.run(_path(settings)))
+    # The same process (systemd's main PID) goes on as a fresh interpreter without this
+    # command-line parser, which would otherwise stay resident for months.
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.daemon", str(_path(settings))])
 
 
 @command()
@@ -334,12 +324,6 @@ def status(
 
 
 # --- entry point ----------------------------------------------------------------------------------------
-
-
-def _configure_logging() -> None:
-    # Under systemd the journal stamps each line; by hand, a time helps.
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"{stamp}%(levelname)s %(message)s")
 
 
 def main() -> None:

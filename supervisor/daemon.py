@@ -11,13 +11,14 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
 from supervisor import child, passwords, prepare, settings as settings_module, status
-from supervisor.errors import JupyterRemoteError, SettingsError
+from supervisor.errors import JupyterRemoteError, SettingsError, exit_code
 from supervisor.health import ProbeRunner, Target, local_address
 from supervisor.notify import Notifier
 from supervisor.render import serving_url
@@ -353,7 +354,7 @@ class Daemon:
         self.notifier.reloading()
         old = self.settings
         try:
-            new = settings_module.load(old.source)
+            new = settings_module.load_isolated(old.source)
             restart = new.server != old.server or new.paths != old.paths
             self._prepare(new)
         except (SettingsError, JupyterRemoteError) as error:
@@ -528,5 +529,25 @@ def _stamp(*paths: str) -> tuple[object, ...]:
 
 
 def run(settings_path: Path) -> int:
-    settings = settings_module.load(settings_path)
-    return Daemon(settings).run()
+    return Daemon(settings_module.load_isolated(settings_path)).run()
+
+
+def main(arguments: list[str]) -> int:
+    """`jupyter-remote run` goes on here (exec'd), in an interpreter without the command-line parser."""
+    # Under systemd the journal stamps each line; by hand, a time helps.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"{stamp}%(levelname)s %(message)s")
+    try:
+        return run(Path(arguments[0]))
+    except JupyterRemoteError as error:
+        for line in error.lines:
+            print(line, file=sys.stderr)
+        return exit_code(error)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"jupyter-remote: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -19,3 +19,16 @@ class NotRunning(JupyterRemoteError):
 
 class ReloadRejected(JupyterRemoteError):
     """The daemon refused new settings and kept serving the old ones: exit 78."""
+
+
+EX_CONFIG = 78  # sysexits.h: configuration error; the unit's RestartPreventExitStatus
+EXIT_NOT_RUNNING = 3  # as LSB `status` commands
+
+
+def exit_code(error: JupyterRemoteError) -> int:
+    """The one map from error types to exit codes, for every entry point."""
+    if isinstance(error, (SettingsError, ReloadRejected)):
+        return EX_CONFIG
+    if isinstance(error, NotRunning):
+        return EXIT_NOT_RUNNING
+    return 1

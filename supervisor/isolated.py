@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 _ERRORS = {"SettingsError": SettingsError, "JupyterRemoteError": JupyterRemoteError}
 
 
-def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """function(*args) in a child; returns its result (a dataclass) as a dict, or raises its error."""
+def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """function(*args) in a child; returns its result (plain data, or a dataclass as a dict), or
+    raises its error."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's code
@@ -28,7 +29,8 @@ def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, A
         _forget_signal_handlers()
         code = 0
         try:
-            result = {"result": dataclasses.asdict(function(*args, **kwargs))}
+            value = function(*args, **kwargs)
+            result = {"result": dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value}
         except JupyterRemoteError as error:
             result, code = {"error": type(error).__name__, "lines": error.lines}, 1
         except BaseException as error:  # noqa: BLE001 - reported to the parent, which logs it

@@ -1,209 +1,51 @@
-"""settings.toml: the pydantic model of every section and key, and a loader that reports all errors.
+"""The settings as the rest of jupyter-remote uses them: plain, validated data and the paths it implies.
 
-Every error is one line naming the file, section and key, what is wrong and what was given:
-``settings.toml: [server] port: must be 1-65535, got 70000``.
+Validation lives in supervisor.schema (pydantic). The resident daemon validates in a short-lived
+child (load_isolated), so it never holds pydantic; commands validate in their own process (load).
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import json
 import os
-import pwd
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Callable
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationError
-from pydantic_core import PydanticCustomError
-
-from supervisor.errors import SettingsError
+from types import SimpleNamespace
+from typing import Any
 
 DEFAULT_SETTINGS_PATH = Path("/etc/jupyter-remote/settings.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/jupyter-remote")
 DEFAULT_RUNTIME_DIR = Path("/run/jupyter-remote")
-MAX_VALIDITY_DAYS = 825  # Apple's limit for TLS server certificates
-TLS_MODES = ("self-signed", "files", "off")
-_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _SALTED_HASH = re.compile(r"^(sha1|sha256|sha512):[0-9a-f]+:[0-9a-f]+$")
+SECTIONS = ("server", "auth", "tls", "kernel", "supervise", "paths")
 
 
-def settings_path_from_env() -> Path:
-    return Path(os.environ.get("JUPYTER_REMOTE_SETTINGS") or DEFAULT_SETTINGS_PATH)
+class Settings:
+    """Validated settings: `settings.server.port` and so on, plus the paths they imply.
 
+    Sections compare equal when every key does, which is how a reload tells what changed.
+    """
 
-# --- value rules: each raises one message, the loader adds ", got <value>" ----------------------
+    server: SimpleNamespace
+    auth: SimpleNamespace
+    tls: SimpleNamespace
+    kernel: SimpleNamespace
+    supervise: SimpleNamespace
+    paths: SimpleNamespace
 
-
-def _fail(message: str) -> None:
-    # Braces would be read as format fields by pydantic; our messages never need them.
-    raise PydanticCustomError("jupyter_remote", message.replace("{", "(").replace("}", ")"))
-
-
-def _between(low: int, high: int) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if not low <= value <= high:
-            _fail(f"must be {low}-{high}")
-        return value
-
-    return check
-
-
-def _one_of(*choices: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if value not in choices:
-            _fail("must be one of " + ", ".join(json.dumps(c) for c in choices))
-        return value
-
-    return check
-
-
-def _absolute_or_empty(value: str) -> str:
-    if value and not value.startswith("/"):
-        _fail('must be an absolute path or ""')
-    return value
-
-
-def _ip_address(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        _fail('must be an IP address such as "0.0.0.0", "::" or "127.0.0.1"')
-    return value
-
-
-def _url_path(value: str) -> str:
-    if not value.startswith("/"):
-        _fail('must start with "/"')
-    return value
-
-
-def _base_url(value: str) -> str:
-    if not (value.startswith("/") and value.endswith("/")):
-        _fail('must start and end with "/"')
-    return value
-
-
-def _account_name(value: str) -> str:
-    if value == "root":
-        _fail("must not be root (Jupyter and its kernels never run as root)")
-    if not value:
-        _fail("must name an account")
-    return value
-
-
-def _hostname(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-        return value
-    except ValueError:
-        pass
-    labels = value.rstrip(".").split(".")
-    if len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
-        _fail("must be a DNS name or an IP address")
-    return value
-
-
-def looks_like_password_hash(value: str) -> bool:
-    """The forms jupyter_server.auth.passwd_check accepts: argon2, or a salted hashlib digest."""
-    return value.startswith("argon2:$argon2") or bool(_SALTED_HASH.match(value))
-
-
-def _password_hash(value: str) -> str:
-    if value and not looks_like_password_hash(value):
-        _fail('must be a hash as printed by "jupyter-remote password --print" (argon2:$argon2id$...)')
-    return value
-
-
-def _non_empty(value: str) -> str:
-    if not value.strip():
-        _fail("must not be empty")
-    return value
-
-
-def _requirement(value: str) -> str:
-    # A leading "-" would be read by pip as an option (e.g. --index-url), not a package.
-    if not value.strip() or value.lstrip().startswith("-"):
-        _fail("must be a package name such as \"pandas\" or \"numpy>=2\"")
-    return value
-
-
-Port = Annotated[int, AfterValidator(_between(1, 65535))]
-Seconds = Annotated[float, AfterValidator(_between(1, 3600))]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ServerSettings(_Section):
-    ip: Annotated[str, AfterValidator(_ip_address)] = "0.0.0.0"
-    port: Port = 8888
-    default_url: Annotated[str, AfterValidator(_url_path)] = "/lab"
-    base_url: Annotated[str, AfterValidator(_base_url)] = "/"
-    root_dir: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    user: Annotated[str, AfterValidator(_account_name)] = "jupyter-remote"
-    jupyter: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    extra_args: list[str] = []
-
-
-class AuthSettings(_Section):
-    password_file: Annotated[str, AfterValidator(_non_empty)] = "password"
-    password_hash: Annotated[str, AfterValidator(_password_hash)] = ""
-    rate_limit_per_minute: Annotated[int, AfterValidator(_between(0, 100_000))] = 10
-
-
-class TlsSettings(_Section):
-    mode: Annotated[str, AfterValidator(_one_of(*TLS_MODES))] = "self-signed"
-    hostnames: list[Annotated[str, AfterValidator(_hostname)]] = []
-    validity_days: Annotated[int, AfterValidator(_between(1, MAX_VALIDITY_DAYS))] = 365
-    renew_before_days: Annotated[int, AfterValidator(_between(1, MAX_VALIDITY_DAYS))] = 30
-    cloud_metadata: bool = True
-    cert_file: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    key_file: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-
-
-class KernelSettings(_Section):
-    python: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    packages: list[Annotated[str, AfterValidator(_requirement)]] = []
-    cull_idle_minutes: Annotated[int, AfterValidator(_between(0, 525_600))] = 0
-
-
-class SuperviseSettings(_Section):
-    start_timeout: Seconds = 120
-    health_interval: Seconds = 10
-    stop_timeout: Seconds = 10
-
-
-class PathSettings(_Section):
-    state_dir: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    runtime_dir: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-
-
-class Settings(_Section):
-    server: ServerSettings = ServerSettings()
-    auth: AuthSettings = AuthSettings()
-    tls: TlsSettings = TlsSettings()
-    kernel: KernelSettings = KernelSettings()
-    supervise: SuperviseSettings = SuperviseSettings()
-    paths: PathSettings = PathSettings()
-
-    _source: Path = PrivateAttr(default=DEFAULT_SETTINGS_PATH)
-
-    @property
-    def source(self) -> Path:
-        """The settings file these came from; relative paths in it are relative to its folder."""
-        return self._source
+    def __init__(self, sections: dict[str, dict[str, Any]], source: Path) -> None:
+        for name, values in sections.items():
+            setattr(self, name, SimpleNamespace(**values))
+        self.source = source  # relative paths in the file are relative to its folder
 
     @property
     def password_path(self) -> Path:
-        return self._source.parent / self.auth.password_file
+        return self.source.parent / self.auth.password_file
 
     @property
     def initial_password_path(self) -> Path:
-        return self._source.parent / "initial-password"
+        return self.source.parent / "initial-password"
 
     @property
     def state_dir(self) -> Path:
@@ -218,12 +60,27 @@ class Settings(_Section):
         return self.tls.mode != "off"
 
 
-def _directory(configured: str, systemd_variable: str, default: Path) -> Path:
-    if configured:
-        return Path(configured)
-    # systemd sets e.g. STATE_DIRECTORY=/var/lib/jupyter-remote (colon-separated when several).
-    from_systemd = os.environ.get(systemd_variable, "").split(":")[0]
-    return Path(from_systemd) if from_systemd else default
+def load(path: Path, *, euid: int | None = None) -> Settings:
+    """Read and validate one settings file; raises SettingsError with every problem, one a line."""
+    from supervisor import schema
+
+    return schema.load(path, euid=euid)
+
+
+def load_isolated(path: Path) -> Settings:
+    """`load` in a short-lived child, so that pydantic never stays resident in the caller."""
+    from supervisor import isolated
+
+    return Settings(isolated.call(_sections, path), path)
+
+
+def _sections(path: Path) -> dict[str, dict[str, Any]]:
+    settings = load(path)
+    return {name: vars(getattr(settings, name)) for name in SECTIONS}
+
+
+def settings_path_from_env() -> Path:
+    return Path(os.environ.get("JUPYTER_REMOTE_SETTINGS") or DEFAULT_SETTINGS_PATH)
 
 
 def runtime_dir_hint(path: Path) -> Path:
@@ -238,133 +95,18 @@ def runtime_dir_hint(path: Path) -> Path:
     return _directory(configured if isinstance(configured, str) else "", "RUNTIME_DIRECTORY", DEFAULT_RUNTIME_DIR)
 
 
+def _directory(configured: str, systemd_variable: str, default: Path) -> Path:
+    if configured:
+        return Path(configured)
+    # systemd sets e.g. STATE_DIRECTORY=/var/lib/jupyter-remote (colon-separated when several).
+    from_systemd = os.environ.get(systemd_variable, "").split(":")[0]
+    return Path(from_systemd) if from_systemd else default
+
+
 def is_loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip).is_loopback
 
 
-# --- loading ------------------------------------------------------------------------------------
-
-
-def load(path: Path, *, euid: int | None = None) -> Settings:
-    """Read and validate one settings file; raise SettingsError with every problem, one a line."""
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SettingsError(f"{path}: cannot read: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise SettingsError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SettingsError(f"{path}: {_toml_error(str(error))}") from None
-    return validate(document, path, euid=os.geteuid() if euid is None else euid)
-
-
-def validate(document: dict[str, Any], path: Path, *, euid: int) -> Settings:
-    try:
-        settings = Settings.model_validate(document)
-    except ValidationError as error:
-        raise SettingsError(*(f"{path}: {_describe(e, document)}" for e in error.errors())) from None
-    settings._source = path
-    problems = _cross_checks(settings, euid)
-    if problems:
-        raise SettingsError(*(f"{path}: {problem}" for problem in problems))
-    return settings
-
-
-def _cross_checks(settings: Settings, euid: int) -> list[str]:
-    """Rules that tie keys together or depend on this machine."""
-    problems = []
-    server, tls = settings.server, settings.tls
-    if tls.mode == "off" and not is_loopback(server.ip):
-        problems.append(
-            '[tls] mode: "off" is accepted only with a loopback [server] ip '
-            f'("127.0.0.1" or "::1"), got ip {json.dumps(server.ip)}'
-        )
-    if tls.renew_before_days >= tls.validity_days:
-        problems.append(
-            f"[tls] renew_before_days: must be less than validity_days ({tls.validity_days}), "
-            f"got {tls.renew_before_days}"
-        )
-    if tls.mode == "files":
-        for key in ("cert_file", "key_file"):
-            if not getattr(tls, key):
-                problems.append(f'[tls] {key}: required when mode = "files"')
-    if server.jupyter and not os.access(server.jupyter, os.X_OK):
-        problems.append(f"[server] jupyter: not an executable file, got {json.dumps(server.jupyter)}")
-    if euid == 0:
-        # Run by root, the daemon serves as server.user; run by anyone else, as themselves.
-        try:
-            account = pwd.getpwnam(server.user)
-        except KeyError:
-            problems.append(
-                f"[server] user: no such account, got {json.dumps(server.user)} "
-                f"(create it: useradd --system --create-home {server.user})"
-            )
-        else:
-            if account.pw_uid == 0:
-                problems.append(f"[server] user: must not be root (uid 0), got {json.dumps(server.user)}")
-    return problems
-
-
-_TYPE_MESSAGES = {
-    "int_type": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "string_type": "must be a string",
-    "bool_type": "must be true or false",
-    "list_type": "must be a list",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
-}
-
-
-def _describe(error: Any, document: dict[str, Any]) -> str:
-    """One pydantic error as `[section] key: message, got value`."""
-    location = error["loc"]
-    section, key_path = location[0], location[1:]
-    where = f"[{section}]" + (" " + _key_path(key_path) if key_path else "")
-    if error["type"] == "extra_forbidden":
-        if not key_path and not isinstance(document.get(section), dict):
-            owners = [name for name, field in Settings.model_fields.items()
-                      if section in field.annotation.model_fields]  # type: ignore[union-attr]
-            hint = f" (did you mean [{owners[0]}] {section}?)" if owners else ""
-            return f"{section}: a key outside any section{hint}"
-        if not key_path:
-            return f"[{section}]: unknown section{_suggest(section, Settings.model_fields, '[%s]')}"
-        known = Settings.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
-        return f"{where}: unknown key{_suggest(str(key_path[-1]), known, '%s')}"
-    if error["type"] == "jupyter_remote":
-        message = error["msg"]
-    else:
-        message = _TYPE_MESSAGES.get(error["type"]) or error["msg"][:1].lower() + error["msg"][1:]
-    return f"{where}: {message}, got {_show(error['input'])}"
-
-
-def _key_path(parts: tuple[Any, ...]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else ("." if text else "") + str(part)
-    return text
-
-
-def _suggest(word: str, known: Any, style: str) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {style % close[0]}?)" if close else ""
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, (str, list)):
-        return json.dumps(value, default=str, ensure_ascii=False)
-    return str(value)
-
-
-def _toml_error(message: str) -> str:
-    # tomllib says e.g. "Invalid value (at line 3, column 8)"; lead with the place, as compilers do.
-    found = re.match(r"^(.*) \(at line (\d+), column (\d+)\)$", message)
-    if not found:
-        return f"invalid TOML: {message}"
-    what, line, column = found.groups()
-    return f"line {line}, column {column}: invalid TOML: {what[:1].lower() + what[1:]}"
+def looks_like_password_hash(value: str) -> bool:
+    """The forms jupyter_server.auth.passwd_check accepts: argon2, or a salted hashlib digest."""
+    return value.startswith("argon2:$argon2") or bool(_SALTED_HASH.match(value))
