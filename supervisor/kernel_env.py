@@ -12,7 +12,6 @@ daemon must not create or write files inside a home the account controls.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -20,7 +19,6 @@ import re
 import subprocess
 import sys
 import sysconfig
-from importlib import metadata
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -85,6 +83,8 @@ def install_packages(root: Path, packages: list[str]) -> int:
 
 def _pins(top: str) -> list[str]:
     """name==version for `top` and everything it needs, as installed here."""
+    from importlib import metadata  # here: the resident daemon imports this module too
+
     seen: dict[str, str] = {}
     pending = [top]
     while pending:
@@ -116,6 +116,8 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m supervisor.kernel_env")
     parser.add_argument("root", type=Path)
     parser.add_argument("--packages", nargs="*", default=[])

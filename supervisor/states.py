@@ -3,8 +3,9 @@
     STOPPED --start--> STARTING --answers /api--> RUNNING
     STARTING --exits / start_timeout--> BACKOFF --delay over--> STARTING
     RUNNING --exits / hung--> BACKOFF
-    STARTING, RUNNING, BACKOFF --stop or [server] reload--> STOPPING --> STOPPED or STARTING
-    STOPPED, BACKOFF --cannot run Jupyter at all--> FATAL --> STOPPED
+    STOPPED, BACKOFF --port busy--> BACKOFF
+    STARTING, RUNNING, BACKOFF --stop or [server] reload--> STOPPING --> STOPPED or STARTING or BACKOFF
+    STOPPED, BACKOFF, STOPPING --cannot run Jupyter at all--> FATAL --> STOPPED
 """
 
 from __future__ import annotations
