@@ -114,7 +114,8 @@ def ensure_password(settings: Settings) -> str:
     if hashed:
         return hashed
     password = passwords.make_initial_password()
-    hashed = passwords.hash_password(password)
+    # argon2 takes 10 MB to hash: in a child, so that the daemon does not keep them.
+    hashed = isolated.call(passwords.hash_password, password)
     write_atomic(settings.initial_password_path, (password + "\n").encode(), mode=0o600)
     passwords.write_hash(settings.password_path, hashed)
     log.warning(
