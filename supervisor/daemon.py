@@ -19,7 +19,7 @@ from pathlib import Path
 
 from supervisor import child, passwords, prepare, settings as settings_module, status
 from supervisor.errors import JupyterRemoteError, SettingsError, exit_code
-from supervisor.health import ProbeRunner, Target, local_address
+from supervisor.health import Answer, ProbeRunner, Target, local_address
 from supervisor.notify import Notifier
 from supervisor.render import serving_url
 from supervisor.settings import Settings
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 READINESS_POLL = 0.1  # seconds between probes while Jupyter starts: READY=1 follows within ~0.1 s
 EXTEND_EVERY, EXTEND_BY = 5.0, 20.0  # EXTEND_TIMEOUT_USEC while a start goes on
+# A new certificate reaches Jupyter within about a second (the extension looks every second);
+# until then it rightly serves the one before. Past this, serving an old one is a fault.
+CERTIFICATE_SWAP_GRACE = 30.0
 CERTIFICATE_CHECK = 3600.0  # renewal is due by days; an hourly look is plenty
 FILES_CHECK = 5.0  # certbot's files are looked at this often in files mode
 # Passed to pip in kernel-package installs: an operator's mirror or proxy (systemctl edit).
@@ -59,7 +62,7 @@ class Daemon:
         self.probe_cpu: float | None = None
         self.hashed = ""
         self.certificate: dict[str, object] | None = None
-        self.fingerprints: frozenset[str] = frozenset()
+        self.certificate_changed = 0.0  # time.monotonic() of the last change of the live certificate
         self.files_stamp: tuple[object, ...] | None = None
         self.started = datetime.now(timezone.utc)
         self.serving_since = 0.0
@@ -153,12 +156,11 @@ class Daemon:
 
     def _note_certificate(self, outcome: dict[str, object] | None) -> None:
         if outcome is None:
-            self.certificate, self.fingerprints = None, frozenset()
+            self.certificate = None
             return
-        previous = self.certificate["sha256"] if self.certificate else None
+        if not self.certificate or self.certificate["sha256"] != outcome["sha256"]:
+            self.certificate_changed = time.monotonic()
         self.certificate = outcome
-        # The previous one stays acceptable while the extension swaps (within about a second).
-        self.fingerprints = frozenset(f for f in (outcome["sha256"], previous) if f)
         if self.settings.tls.mode == "files":
             self.timers["files"] = time.monotonic() + FILES_CHECK
         self.timers["certificate"] = time.monotonic() + CERTIFICATE_CHECK
@@ -227,8 +229,17 @@ class Daemon:
 
     def _target(self) -> Target:
         server = self.settings.server
-        fingerprints = self.fingerprints if self.settings.tls_enabled else None
-        return Target(local_address(server.ip), server.port, f"{server.base_url}api", fingerprints)
+        return Target(local_address(server.ip), server.port, f"{server.base_url}api", self.settings.tls_enabled)
+
+    def _serves(self, answer: Answer) -> bool:
+        """/api answers, over TLS with exactly the live certificate; once running, also with an
+        older one while a renewal is being swapped in."""
+        if answer.status != 200:
+            return False
+        if answer.fingerprint is None or not self.certificate or answer.fingerprint == self.certificate["sha256"]:
+            return True
+        swapping = time.monotonic() - self.certificate_changed < CERTIFICATE_SWAP_GRACE
+        return self.state is State.RUNNING and swapping
 
     def _probe_timeout(self) -> float:
         return min(max(self.settings.supervise.health_interval, 2.0), 10.0)
@@ -246,8 +257,9 @@ class Daemon:
         answer = self.probes.take()
         if answer is None or self.jupyter is None:
             return
+        serves = self._serves(answer)
         if self.state is State.STARTING:
-            if answer.ok:
+            if serves:
                 self._serving()
             else:
                 self.timers["probe"] = time.monotonic() + READINESS_POLL
@@ -256,14 +268,19 @@ class Daemon:
             return
         cpu = self.jupyter.cpu_seconds()
         advanced = cpu is not None and self.probe_cpu is not None and cpu - self.probe_cpu >= 0.05
-        verdict = self.health.record(answer.ok, cpu_advanced=advanced, stopped=self.jupyter.is_stopped())
+        verdict = self.health.record(serves, cpu_advanced=advanced, stopped=self.jupyter.is_stopped())
         self.timers["probe"] = time.monotonic() + self.settings.supervise.health_interval
         if verdict is Verdict.HEALTHY:
             self.backoff.note_running(time.monotonic() - self.serving_since)
         elif verdict is Verdict.HUNG:
-            self._replace_jupyter(f"stopped answering ({answer.detail})")
+            self._replace_jupyter(f"stopped answering ({self._describe(answer)})")
         else:
-            log.warning("health probe: no answer (%s), Jupyter is %s", answer.detail, verdict.value)
+            log.warning("health probe: %s; Jupyter is %s", self._describe(answer), verdict.value)
+
+    def _describe(self, answer: Answer) -> str:
+        if answer.status == 200 and answer.fingerprint:
+            return f"serves certificate {answer.fingerprint[:16]}, not the live one"
+        return answer.detail
 
     def _serving(self) -> None:
         self.timers.pop("start_deadline", None)

@@ -1,7 +1,7 @@
 """Asking Jupyter whether it serves: `GET <base_url>api` on a local address it listens on.
 
-Over TLS the probe trusts exactly the live certificate (pinned by SHA-256): a certbot certificate
-has no 127.0.0.1 name, and a self-signed one needs no CA bundle this way.
+Over TLS the probe reports the SHA-256 of the certificate served, for the daemon to pin to the live
+one: a certbot certificate has no 127.0.0.1 name, and a self-signed one needs no CA bundle this way.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ class Target:
     host: str
     port: int
     path: str
-    fingerprints: frozenset[str] | None  # None: plain HTTP (tls.mode = "off")
+    tls: bool
 
 
 @dataclass(frozen=True)
 class Answer:
-    ok: bool
+    status: int | None  # None: no HTTP answer at all
     detail: str
+    fingerprint: str | None = None  # of the certificate served, over TLS
 
 
 def local_address(ip: str) -> str:
@@ -44,23 +45,22 @@ _CONTEXT = _pinning_context()
 
 
 def probe(target: Target, timeout: float) -> Answer:
-    if target.fingerprints is None:
-        connection: http.client.HTTPConnection = http.client.HTTPConnection(
-            target.host, target.port, timeout=timeout)
+    if target.tls:
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            target.host, target.port, timeout=timeout, context=_CONTEXT)
     else:
-        connection = http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=_CONTEXT)
+        connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
     try:
         connection.connect()
-        if target.fingerprints is not None:
+        served = None
+        if target.tls:
             served = hashlib.sha256(connection.sock.getpeercert(binary_form=True)).hexdigest()
-            if served not in target.fingerprints:
-                return Answer(False, f"serves certificate {served[:16]}, not the live one")
         connection.request("GET", target.path)
         response = connection.getresponse()
         response.read(65536)
-        return Answer(response.status == 200, f"HTTP {response.status}")
+        return Answer(response.status, f"HTTP {response.status}", served)
     except (OSError, http.client.HTTPException) as error:
-        return Answer(False, str(error) or type(error).__name__)
+        return Answer(None, str(error) or type(error).__name__)
     finally:
         connection.close()
 
