@@ -90,9 +90,11 @@ def _load(settings: Path | None):  # noqa: ANN202 - Settings, imported lazily fo
 @command()
 def run(settings: SettingsOption = None) -> None:
     """Run the daemon in the foreground (the systemd unit's ExecStart)."""
-    # The same process (systemd's main PID) goes on as a fresh interpreter without this
-    # command-line parser, which would otherwise stay resident for months.
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.daemon", str(_path(settings))])
+    # Reached only from `python -m supervisor.cli`: supervisor.entry sends `jupyter-remote run`
+    # to the daemon without loading this parser.
+    from supervisor import daemon
+
+    raise typer.Exit(daemon.main([str(_path(settings))]))
 
 
 @command()

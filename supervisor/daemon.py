@@ -82,10 +82,15 @@ class Daemon:
     def run(self) -> int:
         self._install_signal_handlers()
         child.become_subreaper()
-        self._prepare(self.settings)
+        # With a certificate already live, Jupyter starts with it at once, and a renewal that is
+        # due follows within a second through the extension's swap: no start waits for it.
+        live = self.place.store.meta() if self.settings.tls_enabled else None
+        self._prepare(self.settings, certificate=live)
         self._pending_marker.unlink(missing_ok=True)  # we are the restart it asked for
         self._start_kernel_job()  # pip may take minutes: Jupyter starts meanwhile
         self._start_jupyter()
+        if live:
+            self._check_certificate()
         if self.notifier.watchdog_interval:
             self.timers["watchdog"] = time.monotonic()
         while self.state is not State.STOPPED:
@@ -143,12 +148,13 @@ class Daemon:
 
     # --- preparing and starting ------------------------------------------------------------------
 
-    def _prepare(self, settings: Settings) -> None:
-        """Password, certificate and rendered config for `settings`; raises without changing ours."""
+    def _prepare(self, settings: Settings, certificate: dict[str, object] | None = None) -> None:
+        """Password, certificate (unless the live one is given) and rendered config for `settings`;
+        raises without changing ours."""
         place = prepare.layout(settings)
         prepare.make_directories(place)
         hashed = prepare.ensure_password(settings)
-        certificate = prepare.ensure_certificate(place)
+        certificate = certificate or prepare.ensure_certificate(place)
         kernel_env = prepare.ensure_kernel(place)
         prepare.write_jupyter_config(place, hashed)
         self.settings, self.place, self.hashed, self.kernel_env = settings, place, hashed, kernel_env

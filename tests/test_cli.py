@@ -143,3 +143,10 @@ def test_status_and_reload_say_not_running_with_exit_3(settings):
         assert result.returncode == 3, command
         assert "not running" in result.stderr
     assert json.loads(cli("status", "--json", "--settings", str(settings)).stdout)["state"] == "stopped"
+
+
+def test_run_help_is_the_cli_and_bad_run_options_are_usage_errors():
+    result = cli("run", "--help")
+    assert result.returncode == 0 and "ExecStart" in result.stdout
+    result = cli("run", "--no-such-option")
+    assert result.returncode == 2 and "No such option" in result.stderr
