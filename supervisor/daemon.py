@@ -27,7 +27,7 @@ from supervisor.states import Backoff, HealthTracker, State, Verdict, check_tran
 
 log = logging.getLogger(__name__)
 
-READINESS_POLL = 0.1  # seconds between probes while Jupyter starts: READY=1 follows within ~0.1 s
+READINESS_POLL = 0.05  # seconds between probes while Jupyter starts: READY=1 follows within ~50 ms
 EXTEND_EVERY, EXTEND_BY = 5.0, 20.0  # EXTEND_TIMEOUT_USEC while a start goes on
 # A new certificate reaches Jupyter within about a second (the extension looks every second);
 # until then it rightly serves the one before. Past this, serving an old one is a fault.

@@ -254,3 +254,14 @@ def test_sighup_applies_a_new_inline_password_without_restarting_jupyter(serving
     wait_until(lambda: serving.client().login("via sighup").status_code == 302, 10, "the new password")
     assert serving.daemon.status()["jupyter_pid"] == jupyter_pid
     assert kernel.execute("print(kept)").strip() == "7"
+
+
+def test_jupyter_starts_when_the_account_has_an_ipython_folder(make_settings, start_daemon, account):
+    # jupyter_core then wants to write a migration marker into the config folder, which the
+    # account may not write: the daemon provides the marker, or every restart after a kernel fails.
+    ipython = account.home / ".ipython"
+    ipython.mkdir(exist_ok=True)
+    os.chown(ipython, account.uid, -1)
+    daemon = start_daemon(make_settings())
+    daemon.wait_ready()
+    assert "PermissionError" not in daemon.log()
