@@ -89,8 +89,8 @@ def render(context: dict[str, Any], plan: dict[str, Any], results: dict[str, Any
         "## How to reproduce",
         "",
         "```sh",
-        "make bench                                 # = $(VENV)/bin/python bench/run.py",
-        "/var/tmp/jr-venv/bin/python bench/run.py   # any venv with jupyter-remote installed; --quick for a look",
+        "scripts/bench                              # makes the environment, then runs bench/run.py",
+        "scripts/bench --quick                      # a look in about 4 minutes; --only start,tls for a subset",
         "```",
         "",
         ("Run as root on a machine with nothing else busy: Jupyter runs as a throwaway unprivileged account "

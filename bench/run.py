@@ -3,7 +3,7 @@
     python bench/run.py            # the full run (about 10 minutes on 2 cores)
     python bench/run.py --quick    # fewer rounds, for a look (about 4 minutes)
 
-Run it with the Python of the environment under test (`make bench` does): its `jupyter` and
+Run it with the Python of the environment under test (`scripts/bench` does): its `jupyter` and
 `jupyter-remote` are the ones measured. As root, Jupyter runs as a throwaway unprivileged account.
 supervisord comes from PyPI into a venv of its own (bench/requirements.txt): its import name,
 `supervisor`, is ours too.
