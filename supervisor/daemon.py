@@ -358,6 +358,9 @@ class Daemon:
             deadline = time.monotonic() + self.settings.supervise.stop_timeout
             while self.jupyter is not None and time.monotonic() < deadline:
                 self._reap_during_stop()
+                # stop_timeout may exceed WatchdogSec=: a slow stop must not look like a hang.
+                if time.monotonic() >= self.timers.get("watchdog", float("inf")):
+                    self._on_watchdog()
                 time.sleep(0.05)
             if self.jupyter is not None:
                 log.warning("Jupyter did not stop within stop_timeout; killing it and its processes")
