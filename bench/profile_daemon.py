@@ -2,7 +2,7 @@
 
 - the daemon's own steps before it spawns Jupyter, timed in a fresh interpreter (every function of
   supervisor.prepare and supervisor.settings it calls, up to `child.spawn`, which is stopped there);
-- the command line's share: `jupyter-remote run` parses its arguments, then execs the daemon;
+- the entry point's share: `jupyter-remote run` reaches the daemon through supervisor.entry;
 - `-X importtime` of the daemon, by top-level package (self time);
 - RSS of a fresh interpreter after each third-party package the daemon holds, then the daemon entire.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from harness import BIN, Daemon, Lab
+from harness import Daemon, Lab
 
-DAEMON = "supervisor.daemon"  # `jupyter-remote run` execs `python -m supervisor.daemon`
+DAEMON = "supervisor.daemon"  # `jupyter-remote run` calls supervisor.daemon.main via supervisor.entry
 RSS_PROBE = "import re; print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
 UNTIL_SPAWN = """
 import json, pathlib, sys, time
@@ -98,8 +98,8 @@ def start_steps(settings: Path) -> dict[str, float]:
         runs.append(json.loads(result.stdout.splitlines()[-1]))
     steps = {
         "python -c pass (an interpreter's start)": _median_seconds([sys.executable, "-c", "pass"]),
-        "jupyter-remote --version (the command line before it execs the daemon)":
-            _median_seconds([str(BIN / "jupyter-remote"), "--version"]),
+        "import supervisor.entry (the console script's entry, before the daemon)":
+            _median_seconds([sys.executable, "-c", "import supervisor.entry"]),
     }
     steps.update({key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]})
     return steps

@@ -247,17 +247,13 @@ def _start_missed(m: dict[str, Any], profile: dict[str, Any], rounds: list[dict[
          f"{m['bare_first']:.2f} s bare (medians; the same `jupyter lab`, plus our extension and the notebooks' "
          "kernel environment on JUPYTER_PATH): on a busy machine most of that difference is noise; rerun on an "
          "idle one before acting on it."),
-        ("  - What would close it, largest first: (1) `jupyter-remote run` pays the command line (typer) and then "
-        "a second interpreter (`os.execv` in `supervisor/cli.py` `run`): make the console script a tiny entry "
-        "(say `supervisor/entry.py` `main()`, named in pyproject's `[project.scripts]`) that, for `run`, parses "
-        "`--settings` by hand and calls `supervisor.daemon.main` in the same process, and imports "
-        "`supervisor.cli` only for the other commands. (2) `settings.load_isolated` forks a child that imports "
-        "pydantic: start that child first thing in `supervisor/daemon.py` `main()` (before the daemon's own "
-        "imports) so both run at once on two cores, or cache the validated sections next to the rendered config "
-        "keyed by the settings file's (inode, mtime, size) and validate only when it changed. (3) In "
-        "`Daemon.run`, when a live certificate exists, spawn Jupyter before `prepare.ensure_certificate` (the "
-        "forked child that imports cryptography) and check it right after: a renewal reaches Jupyter through "
-        "the extension's swap anyway."),
+        ("  - Already done: `jupyter-remote run` goes to the daemon without the command-line library or a "
+        "second interpreter (`supervisor/entry.py`), and with a certificate already live Jupyter is spawned "
+        "before the renewal check. What would close the rest: validate the settings in the forked child "
+        "while the daemon imports (start it first thing in `supervisor/entry.py`), about 30 ms; or cache the "
+        "validated settings keyed by the file's (inode, mtime, size) and skip pydantic when unchanged, about "
+        "45 ms. Not done: a cache could serve settings whose machine-dependent checks (the account exists, "
+        "`server.jupyter` is executable) have gone stale, and the gain is under 5 % of a 1 s Jupyter start."),
         "",
     ]
 
@@ -308,9 +304,10 @@ def _recovery_missed(kill: dict[str, Any], stop: dict[str, Any]) -> list[str]:
     return [
         (f"- **Recovery** (kill -9: {kill['ratio']:.2f}×, SIGSTOP: {stop['ratio']:.2f}×): the first restart "
         "waits `states.Backoff.initial` (1 s) before Jupyter is started again, on top of a Jupyter start of "
-        f"{kill['cold_s']:.1f} s. What would close it: in `supervisor/states.py` `Backoff`, make the first "
-        "delay after a run that served 0 s (start at once, then 1 s doubling to 60 s for a crash loop): "
-        "`next_delay()` returns 0 when `note_running` last saw Jupyter serving."),
+        f"{kill['cold_s']:.1f} s. What would close it: start at once after a run that served (0 s, then 1 s "
+        "doubling to 60 s for a crash loop) in `supervisor/states.py` `Backoff`. Not done: the contract "
+        "fixes the backoff at 1 s doubling to 60 s, and an instant restart would turn a crash at start-up "
+        "into a tight loop until the first backoff; it needs a contract change through an issue."),
         "",
     ]
 
