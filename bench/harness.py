@@ -305,7 +305,39 @@ class Daemon:
         return self.process.stop()
 
 
-class BareJupyter:
+class _Supervised:
+    """A process tree started here: its pid, what runs below it, and a stop that leaves nothing."""
+
+    process: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int:
+        assert self.process
+        return self.process.pid
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, as systemd would; anything left after `timeout` s is killed by pid."""
+        assert self.process
+        below = self.tree()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            below += self.tree()
+            self.process.kill()
+            code = self.process.wait(10)
+        kill_all(below)
+        self._log.close()
+        return code
+
+
+class BareJupyter(_Supervised):
     """`jupyter lab` as a user would run it by hand: a hand-written config with the same TLS files
     (a copy of the daemon's live pair), the same password hash, as the same unprivileged account."""
 
@@ -383,34 +415,9 @@ class BareJupyter:
         )
         return self
 
-    @property
-    def pid(self) -> int:
-        assert self.process
-        return self.process.pid
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.pid).children(recursive=True)
-        except psutil.Error:
-            return []
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, as systemd would; anything left after `timeout` s is killed by pid."""
-        assert self.process
-        below = self.tree()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            below += self.tree()
-            self.process.kill()
-            code = self.process.wait(10)
-        kill_all(below)
-        self._log.close()
-        return code
 
 
-class Supervisord:
+class Supervisord(_Supervised):
     """supervisord (from PyPI, in its own venv: its import name clashes with ours) running the same
     `jupyter lab` with the same hand-written config as BareJupyter."""
 
@@ -453,30 +460,6 @@ stdout_logfile={folder}/jupyter.log
         )
         return self
 
-    @property
-    def pid(self) -> int:
-        assert self.process
-        return self.process.pid
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.pid).children(recursive=True)
-        except psutil.Error:
-            return []
-
-    def stop(self, timeout: float = 30) -> int:
-        assert self.process
-        below = self.tree()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            below += self.tree()
-            self.process.kill()
-            code = self.process.wait(10)
-        kill_all(below)
-        self._log.close()
-        return code
 
 
 def wait_serving(port: int, context: ssl.SSLContext, timeout: float = START_TIMEOUT) -> float:
