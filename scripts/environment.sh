@@ -11,10 +11,10 @@ else
     VENV=${VENV:-$PWD/.venv}
 fi
 PYTHON=${PYTHON:-/usr/bin/python3}
-# python3-venv: venv and pip; util-linux: setpriv; the rest build the .deb, boot it in a Debian
-# container with systemd-nspawn (the packaging test) and check the fail2ban filter.
-DEBIAN_PACKAGES="python3 python3-venv util-linux systemd-container debootstrap dpkg-dev debhelper
-    fakeroot build-essential fail2ban lintian"
+# python3-venv: venv and pip; util-linux: setpriv. The tests also build the .deb, boot it in a
+# Debian container with systemd-nspawn and check the fail2ban filter (scripts/test adds those).
+DEBIAN_PACKAGES=${DEBIAN_PACKAGES:-"python3 python3-venv util-linux"}
+TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian"
 
 install_debian_packages() {
     missing=""
