@@ -133,7 +133,10 @@ class Container:
         assert state in ("running", "degraded"), f"container boot ended {state!r}:\n{self.boot_log()}"
 
     def _boot_state(self) -> str:
-        return self.run("systemctl", "is-system-running", "--wait", check=False, timeout=90).stdout.strip()
+        state = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=90).stdout.strip()
+        # "offline": systemctl could not reach the manager yet (it is still setting itself up), which
+        # happens when we ask in the first moments of the boot: ask again.
+        return "" if state == "offline" else state
 
     def _find_init(self) -> int:
         if self.nspawn.poll() is not None:
