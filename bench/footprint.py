@@ -19,13 +19,13 @@ from harness import (
     Daemon,
     Lab,
     Supervisord,
-    kill_all,
     logged_in,
     proc_sample,
     processes_of,
     start_kernels,
     wait_serving,
 )
+from support import kill_all
 
 SETTLE = 5.0  # seconds after the kernels are idle before the window opens
 

@@ -13,7 +13,6 @@ import math
 import os
 import pwd
 import shutil
-import signal
 import socket
 import ssl
 import statistics
@@ -39,8 +38,10 @@ from support import (
     free_port,
     make_account,
     open_folder,
+    process_tree,
     remove_account,
     settings_text,
+    stop_tree,
     wait_until,  # noqa: F401 - for the benchmarks
 )
 
@@ -173,14 +174,6 @@ def processes_of(uid: int) -> list[psutil.Process]:
         if uids and uids.real == uid and process.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(process)
     return found
-
-
-def kill_all(processes: list[psutil.Process]) -> None:
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
 
 
 def cpu_model() -> str:
@@ -316,23 +309,12 @@ class _Supervised:
         return self.process.pid
 
     def tree(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.pid).children(recursive=True)
-        except psutil.Error:
-            return []
+        return process_tree(self.pid)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as systemd would; anything left after `timeout` s is killed by pid."""
         assert self.process
-        below = self.tree()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            below += self.tree()
-            self.process.kill()
-            code = self.process.wait(10)
-        kill_all(below)
+        code = stop_tree(self.process, timeout)
         self._log.close()
         return code
 

@@ -248,7 +248,8 @@ def cert_ca(settings: SettingsOption = None) -> None:
 # --- reload, status -----------------------------------------------------------------------------------
 
 
-def _running(settings: Path | None) -> dict[str, Any]:
+def _running(settings: Path | None) -> tuple[Path, dict[str, Any]]:
+    """The runtime folder of the daemon serving these settings, and its status."""
     from supervisor import status
     from supervisor.settings import runtime_dir_hint
 
@@ -256,17 +257,15 @@ def _running(settings: Path | None) -> dict[str, Any]:
     daemon = status.running_daemon(runtime_dir)
     if daemon is None:
         raise NotRunning(f"jupyter-remote is not running (no daemon for {runtime_dir})")
-    return daemon
+    return runtime_dir, daemon
 
 
 @command()
 def reload(settings: SettingsOption = None) -> None:
     """Make the running daemon re-read its settings; wait until it has (the unit's ExecReload)."""
     from supervisor import status
-    from supervisor.settings import runtime_dir_hint
 
-    daemon = _running(settings)
-    runtime_dir = runtime_dir_hint(_path(settings))
+    runtime_dir, daemon = _running(settings)
     before = daemon["reload"]["seq"]
     os.kill(int(daemon["pid"]), signal.SIGHUP)
     deadline = time.monotonic() + _reload_wait(settings)
@@ -302,7 +301,7 @@ def status(
     """Whether the daemon runs, its URL, uptime, restarts, certificate days left, Jupyter pid."""
     keys = ("state", "pid", "jupyter_pid", "url", "started", "restarts", "cert_days_left", "last_error")
     try:
-        daemon = _running(settings)
+        _, daemon = _running(settings)
     except NotRunning:
         if as_json:
             typer.echo(json.dumps({key: ("stopped" if key == "state" else None) for key in keys}))

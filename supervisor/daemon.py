@@ -322,10 +322,12 @@ class Daemon:
     def _jupyter_exited(self, how: str) -> None:
         self.jupyter = None
         self.probes.forget()
-        if self.state in (State.STARTING, State.RUNNING):
-            # Kernels in sessions of their own outlive Jupyter otherwise.
-            child.kill_everything(spare=self._kernel_job_pid)
-            self._back_off(how)
+        if self.state not in (State.STARTING, State.RUNNING):
+            log.info("Jupyter %s", how)  # asked to stop
+            return
+        # Kernels in sessions of their own outlive Jupyter otherwise.
+        child.kill_everything(spare=self._kernel_job_pid)
+        self._back_off(how)
 
     def _handle_signal(self, number: int) -> None:
         if number in (signal.SIGTERM, signal.SIGINT):
@@ -357,7 +359,7 @@ class Daemon:
             child.signal_tree([self.jupyter.pid], signal.SIGTERM)
             deadline = time.monotonic() + self.settings.supervise.stop_timeout
             while self.jupyter is not None and time.monotonic() < deadline:
-                self._reap_during_stop()
+                self._reap()
                 # stop_timeout may exceed WatchdogSec=: a slow stop must not look like a hang.
                 if time.monotonic() >= self.timers.get("watchdog", float("inf")):
                     self._on_watchdog()
@@ -366,13 +368,6 @@ class Daemon:
                 log.warning("Jupyter did not stop within stop_timeout; killing it and its processes")
         child.kill_everything(spare=spare)
         self.jupyter = None
-
-    def _reap_during_stop(self) -> None:
-        for pid, wait_status in child.reap_all():
-            if self.jupyter is not None and pid == self.jupyter.pid:
-                self.jupyter.process.returncode = os.waitstatus_to_exitcode(wait_status)
-                log.info("Jupyter %s", child.describe_exit(wait_status))
-                self.jupyter = None
 
     # --- reload and live changes ------------------------------------------------------------------
 

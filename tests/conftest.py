@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -95,12 +96,25 @@ class Serving:
         return client
 
 
+def settings_port(settings: Path) -> int:
+    return tomllib.loads(settings.read_text())["server"]["port"]
+
+
 @pytest.fixture
-def serving(make_settings: Callable[..., Path], start_daemon: Callable[..., DaemonProcess],
-            folder: Path) -> Serving:
+def serve(make_settings: Callable[..., Path], start_daemon: Callable[..., DaemonProcess],
+          folder: Path) -> Callable[..., Serving]:
+    """Start a daemon with these settings sections (HTTPS, self-signed) and wait for READY=1."""
+
+    def start(**sections: dict[str, Any]) -> Serving:
+        settings = make_settings(**sections)
+        daemon = start_daemon(settings)
+        daemon.wait_ready()
+        return Serving(daemon, settings, folder, settings_port(settings))
+
+    return start
+
+
+@pytest.fixture
+def serving(serve: Callable[..., Serving]) -> Serving:
     """A daemon serving HTTPS with a self-signed certificate, started and READY."""
-    settings = make_settings()
-    daemon = start_daemon(settings)
-    daemon.wait_ready()
-    port = int(settings.read_text().split("port = ")[1].split()[0])
-    return Serving(daemon, settings, folder, port)
+    return serve()

@@ -169,34 +169,48 @@ class DaemonProcess:
         self.process.send_signal(number)
 
     def tree(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.process.pid).children(recursive=True)  # type: ignore[union-attr]
-        except psutil.Error:
-            return []
+        return process_tree(self.process.pid)  # type: ignore[union-attr]
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, bounded wait; on failure SIGKILL the daemon and every process below it, by pid."""
         if self.process is None:
             return 0
-        below = self.tree()
-        code: int | None = None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            below += self.tree()
-            self.process.kill()
-            code = self.process.wait(10)
-        for leftover in below:
-            try:
-                leftover.kill()
-            except psutil.Error:
-                pass
+        code = stop_tree(self.process, timeout)
         self._log.close()
         if self.notify:
             self.notify.close()
         return code
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def stop_tree(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM, as systemd sends it; after `timeout` s SIGKILL. Every process that was below it is
+    then killed by pid, so nothing a test started outlives it, even on failure."""
+    below = process_tree(process.pid)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        below += process_tree(process.pid)
+        process.kill()
+        code = process.wait(10)
+    kill_all(below)
+    return code
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
 
 
 def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,

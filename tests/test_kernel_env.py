@@ -104,19 +104,13 @@ def _kernel_job_running(daemon) -> bool:
     return any("supervisor.kernel_env" in " ".join(p.cmdline()) for p in daemon.tree() if p.is_running())
 
 
-def test_kernel_python_names_the_interpreter_kernels_run(make_settings, start_daemon, folder, account):
+def test_kernel_python_names_the_interpreter_kernels_run(serve, folder):
     other = folder / "other-python"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(other)], check=True)
     bundled = next(p for p in sys.path if p.endswith("site-packages"))
     site = next(other.glob("lib/python3*/site-packages"))
     (site / "bundled.pth").write_text(bundled + "\n")  # this interpreter has ipykernel
-    settings = make_settings(kernel={"python": str(other / "bin" / "python")})
-    daemon = start_daemon(settings)
-    daemon.wait_ready()
-    from conftest import Serving
-
-    port = int(settings.read_text().split("port = ")[1].split()[0])
-    serving = Serving(daemon, settings, folder, port)
+    serving = serve(kernel={"python": str(other / "bin" / "python")})
     assert run_in_new_kernel(serving, "import sys; print(sys.executable)").strip() == str(other / "bin" / "python")
 
 

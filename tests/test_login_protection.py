@@ -16,42 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import requests
-from support import DaemonProcess, JupyterClient, wait_until
+from conftest import Serving
+from support import JupyterClient, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "jupyter-remote.conf"
 JAIL = REPO / "etc" / "fail2ban" / "jail.d" / "jupyter-remote.conf"
 WINDOW = 60  # seconds: the extension's sliding window
 RESPONSIVE = 1.0  # seconds: the issue's bound for /api and a kernel round trip during a flood
-
-
-@dataclass
-class Server:
-    daemon: DaemonProcess
-    settings: Path
-    base: str
-    ca: str
-
-    @property
-    def password(self) -> str:
-        return (self.settings.parent / "initial-password").read_text().strip()
-
-    def client(self, source_address: str | None = None) -> JupyterClient:
-        return JupyterClient(self.base, self.ca, source_address=source_address)
-
-
-@pytest.fixture
-def serve(make_settings, start_daemon, folder) -> Callable[[int], Server]:
-    def start(rate_limit_per_minute: int) -> Server:
-        settings = make_settings(auth={"rate_limit_per_minute": rate_limit_per_minute})
-        daemon = start_daemon(settings)
-        daemon.wait_ready()
-        port = int(settings.read_text().split("port = ")[1].split()[0])
-        return Server(daemon, settings, f"https://127.0.0.1:{port}", str(folder / "state/tls/ca/ca.pem"))
-
-    return start
 
 
 def wrong_password() -> str:
@@ -77,7 +50,7 @@ def guess(client: JupyterClient, password: str) -> Attempt:
     return Attempt(response.status_code, response.headers.get("Retry-After"))
 
 
-def flood(server: Server, count: int, threads: int, password: str) -> tuple[list[Attempt], float]:
+def flood(server: Serving, count: int, threads: int, password: str) -> tuple[list[Attempt], float]:
     """`count` wrong logins from 127.0.0.1 over `threads` connections, as fast as they go."""
     attempts: list[Attempt] = []
     tickets = iter(range(count))
@@ -143,7 +116,7 @@ class Sampler:
         return [seconds for start, seconds in self.samples if began <= start < ended]
 
 
-def api_sampler(server: Server) -> Sampler:
+def api_sampler(server: Serving) -> Sampler:
     session = requests.Session()
     session.trust_env = False
     session.verify = server.ca
@@ -180,7 +153,7 @@ def login_lines(log: str) -> list[str]:
 
 def test_a_flood_of_wrong_logins_is_cut_off_per_address_and_changes_nothing_for_the_user(serve):
     limit = 10
-    server = serve(limit)
+    server = serve(auth={"rate_limit_per_minute": limit})
     jupyter_pid = server.daemon.status()["jupyter_pid"]
     user = server.client()
     assert user.login(server.password).status_code == 302  # from 127.0.0.1 too, before the flood
@@ -257,7 +230,7 @@ def run_fail2ban_regex(log: Path, *options: str) -> list[str]:
 def test_one_log_line_per_attempt_without_the_password_that_fail2ban_matches(serve, folder):
     assert shutil.which("fail2ban-regex"), "fail2ban-regex is missing: apt install fail2ban (scripts/bootstrap)"
     limit = 3
-    server = serve(limit)
+    server = serve(auth={"rate_limit_per_minute": limit})
     password = wrong_password()
     attacker = server.client()
     assert [guess(attacker, password).status for _ in range(8)] == [401] * limit + [429] * (8 - limit)
@@ -324,7 +297,7 @@ def test_the_example_jail_is_off_until_enabled_then_reads_the_unit_journal(folde
 
 
 def test_with_the_limit_off_nothing_is_refused_and_checks_take_turns_between_addresses(serve):
-    server = serve(0)
+    server = serve(auth={"rate_limit_per_minute": 0})
     password, count = wrong_password(), 30
     attackers = [server.client() for _ in range(count)]
     for attacker in attackers:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.passwords import hash_password
+from conftest import settings_port
 from support import JupyterClient
 
 
@@ -31,8 +32,7 @@ def jupyter(make_settings, start_daemon, folder: Path, account):
     daemon = start_daemon(settings)
     try:
         daemon.wait_ready()
-        port = int(settings.read_text().split("port = ")[1].split()[0])
-        yield f"http://127.0.0.1:{port}", daemon
+        yield f"http://127.0.0.1:{settings_port(settings)}", daemon
     finally:
         for name in written:
             (stray / name).unlink(missing_ok=True)
