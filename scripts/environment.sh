@@ -1,20 +1,65 @@
-# Sourced by scripts/test, scripts/run and scripts/bench: makes (or reuses) the Python environment
-# from the hash-locked requirements with Debian's python3, and installs this checkout into it.
+# Sourced by scripts/test, scripts/run and scripts/bench: makes (or reuses) this checkout's Python
+# environment from a hash-locked requirements file with Debian's python3, and installs the checkout
+# into it. The caller sets LOCK (requirements.lock to run, requirements-test.lock to test) and
+# DEBIAN_PACKAGES, then calls ensure_environment; VENV is where the environment is.
 #
-# As root the environment lives in /var/tmp, where the unprivileged account Jupyter runs as can
-# read it whatever folder this checkout is in (root's home is closed to others). The project is
-# installed, not linked, so tests and `run` use the package as the .deb ships it.
+# Each checkout has its own environments, one to run and one to test, so two checkouts (or a test
+# run beside a running try-it server) never swap code under each other.
+#
+# As root they live under /var/lib/jupyter-remote-dev/<checkout>: the unprivileged account Jupyter
+# runs as must read them (root's home is closed to others), and root must never run code from a
+# folder another user could have made first (as anyone can in /var/tmp). As a user, in the checkout.
 
-if [ "$(id -u)" = 0 ]; then
-    VENV=${VENV:-/var/tmp/jupyter-remote-venv}
-else
-    VENV=${VENV:-$PWD/.venv}
-fi
 PYTHON=${PYTHON:-/usr/bin/python3}
-# python3-venv: venv and pip; util-linux: setpriv. The tests also build the .deb, boot it in a
-# Debian container with systemd-nspawn and check the fail2ban filter (scripts/test adds those).
-DEBIAN_PACKAGES=${DEBIAN_PACKAGES:-"python3 python3-venv util-linux"}
+# python3-venv: venv and pip; util-linux: setpriv.
+DEBIAN_PACKAGES="python3 python3-venv util-linux"
+# The tests also build the .deb, boot it in a Debian container with systemd-nspawn, check the
+# fail2ban filter and drive a real browser.
 TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian"
+LOCK=requirements.lock
+
+checkout_key() {
+    pwd -P | sha256sum | cut -c1-12
+}
+
+# Root acts only on folders that no other user can write, nor any folder above them.
+require_root_owned() {
+    folder=$1
+    while :; do
+        if [ -e "$folder" ]; then
+            if [ -L "$folder" ] || [ "$(stat -c %u "$folder")" != 0 ] \
+                || [ -n "$(find "$folder" -maxdepth 0 -perm /022)" ]; then
+                echo "refusing $folder: it must be root's and writable by root alone" >&2
+                exit 1
+            fi
+        fi
+        [ "$folder" = / ] && return 0
+        folder=$(dirname "$folder")
+    done
+}
+
+development_home() {
+    if [ "$(id -u)" = 0 ]; then
+        home=/var/lib/jupyter-remote-dev/$(checkout_key)
+        require_root_owned "$home"
+        mkdir -p -m 755 /var/lib/jupyter-remote-dev "$home"
+        require_root_owned "$home"
+        echo "$home"
+    else
+        echo "$PWD"
+    fi
+}
+
+# name: "run" or "test"
+choose_environment() {
+    if [ "$(id -u)" = 0 ]; then
+        VENV=$(development_home)/venv-$1
+    elif [ "$1" = test ]; then
+        VENV=$PWD/.venv
+    else
+        VENV=$PWD/.venv-run
+    fi
+}
 
 install_debian_packages() {
     missing=""
@@ -34,15 +79,16 @@ install_debian_packages() {
 }
 
 ensure_environment() {
-    stamp="$VENV/.requirements-test.lock"
-    if ! cmp -s requirements-test.lock "$stamp" 2>/dev/null; then
-        install_debian_packages
+    # Every time, not only when the lock changed: another command may have made the environment.
+    install_debian_packages
+    stamp="$VENV/.$(basename "$LOCK")"
+    if ! cmp -s "$LOCK" "$stamp" 2>/dev/null; then
         rm -rf "$VENV"
         "$PYTHON" -m venv "$VENV"
         "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip setuptools
         "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
-            -r requirements-test.lock
-        cp requirements-test.lock "$stamp"
+            -r "$LOCK"
+        cp "$LOCK" "$stamp"
     fi
     "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall \
         --no-build-isolation .
