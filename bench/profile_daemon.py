@@ -1,7 +1,7 @@
 """Where the daemon's start time and resident memory go, for the goals the figures miss.
 
 - the daemon's own steps before it spawns Jupyter, timed in a fresh interpreter (every function of
-  supervisor.prepare and supervisor.settings it calls, up to `child.spawn`, which is stopped there);
+  the preparing modules it calls, up to `child.spawn_jupyter`, which is stopped there);
 - the entry point's share: `jupyter-remote run` reaches the daemon through supervisor.entry;
 - `-X importtime` of the daemon, by top-level package (self time);
 - RSS of a fresh interpreter after each third-party package the daemon holds, then the daemon entire.
@@ -46,18 +46,18 @@ def timed(owner, name, label):
     setattr(owner, name, wrapper)
 
 
-for module_name in ("supervisor.prepare", "supervisor.settings"):
+for module_name in ("supervisor.prepare", "supervisor.loading", "supervisor.layout",
+                    "supervisor.passwords", "supervisor.kernel_env", "supervisor.tls.watch"):
     module = sys.modules[module_name]
     for name, value in list(vars(module).items()):
         if callable(value) and not isinstance(value, type) and not name.startswith("_") \\
                 and getattr(value, "__module__", "") == module_name:
-            timed(module, name, f"{module_name.split('.')[1]}.{name} (inclusive)")
-for name in ("_start_kernel_job", "_prepare"):
-    if hasattr(daemon.Daemon, name):
-        timed(daemon.Daemon, name, f"Daemon.{name} (inclusive)")
+            timed(module, name, f"{module_name.removeprefix('supervisor.')}.{name} (inclusive)")
+for name in ("_adopt",):
+    timed(daemon.Daemon, name, f"Daemon.{name} (inclusive)")
 
 
-class Spawned(Exception):
+class Spawned(BaseException):  # not an Exception: the daemon's fail-closed handler lets it pass
     pass
 
 
@@ -65,10 +65,11 @@ def spawn(*args, **kwargs):
     raise Spawned
 
 
-child.spawn = spawn
+child.spawn_jupyter = spawn
+loading = sys.modules["supervisor.loading"]
 t = time.perf_counter()
 try:
-    daemon.run(pathlib.Path(sys.argv[1]))
+    daemon.Daemon(loading.load_isolated(pathlib.Path(sys.argv[1]))).run()
 except Spawned:
     pass
 steps["from daemon.run() to spawning Jupyter (all)"] = time.perf_counter() - t

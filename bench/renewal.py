@@ -116,8 +116,8 @@ def _paced(count: int, interval: float, renew: Callable[[int], None]) -> list[fl
 
 
 def ours(lab: Lab, count: int, interval: float) -> dict[str, Any]:
-    from supervisor.prepare import layout
-    from supervisor.settings import load
+    from supervisor.layout import layout
+    from supervisor.loading import load
     from supervisor.tls import lifecycle
 
     settings_path = lab.settings("renewal")
@@ -161,8 +161,8 @@ def _pairs(lab: Lab, count: int) -> list[tuple[Path, Path]]:
     """`count` new certificate/key pairs from the same CA, made beforehand in a scratch store."""
     import shutil
 
-    from supervisor.prepare import layout
-    from supervisor.settings import load
+    from supervisor.layout import layout
+    from supervisor.loading import load
     from supervisor.tls import lifecycle
 
     scratch = lab.scratch("pairs")

@@ -1,22 +1,30 @@
-"""Starting `jupyter lab` as the serving account, and stopping it with everything it started."""
+"""Running programs as the serving account, and stopping them with everything they started.
+
+Every process of the account starts in a session of its own, with no controlling terminal, stdin
+from /dev/null and its output in a pipe that the daemon relays to its log with a prefix. It never
+holds the daemon's terminal or journal stream: a notebook could otherwise type into root's shell
+(TIOCSTI) or write lines that read as the daemon's own (a forged login failure for fail2ban).
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
 from supervisor.accounts import Account
-from supervisor.errors import JupyterRemoteError
 from supervisor.render import bind_address
 from supervisor.settings import Settings
 
@@ -25,11 +33,15 @@ log = logging.getLogger(__name__)
 EXTENSION_PATH = Path(__file__).parent / "inside_jupyter"
 PRIVILEGED_PORTS = 1024
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RELAYED_LINE_MAX = 4096  # bytes of one relayed line; a longer one is relayed in pieces
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def jupyter_executable(settings: Settings) -> Path:
     # The one installed beside jupyter-remote, unless the settings name another (e.g. Anaconda's).
-    return Path(settings.server.jupyter) if settings.server.jupyter else Path(sys.executable).parent / "jupyter"
+    if settings.server.jupyter:
+        return Path(settings.server.jupyter)
+    return Path(sys.executable).parent / "jupyter"
 
 
 def as_account(account: Account, argv: list[str], *, bind_low_ports: bool = False) -> list[str]:
@@ -44,11 +56,6 @@ def as_account(account: Account, argv: list[str], *, bind_low_ports: bool = Fals
     return [*wrapper, "--", *argv]
 
 
-def command(settings: Settings, account: Account) -> list[str]:
-    jupyter = [str(jupyter_executable(settings)), "lab", *settings.server.extra_args]
-    return as_account(account, jupyter, bind_low_ports=settings.server.port < PRIVILEGED_PORTS)
-
-
 def account_environment(account: Account, path: str = PATH) -> dict[str, str]:
     """What a login gives the account, and nothing of ours: no secret can leak through it."""
     return {
@@ -61,8 +68,8 @@ def account_environment(account: Account, path: str = PATH) -> dict[str, str]:
     }
 
 
-def environment(settings: Settings, account: Account, config_dir: Path,
-                kernel_env: Path | None = None) -> dict[str, str]:
+def jupyter_environment(settings: Settings, account: Account, config_dir: Path,
+                        kernel_env: Path | None = None) -> dict[str, str]:
     """Jupyter's environment: the account's own, Jupyter's paths, and the notebooks' Python first."""
     home = account.home
     path = f"{jupyter_executable(settings).parent}:{PATH}"
@@ -84,6 +91,43 @@ def environment(settings: Settings, account: Account, config_dir: Path,
     }
 
 
+def start(argv: list[str], env: dict[str, str], label: str) -> subprocess.Popen[bytes]:
+    """Start `argv` (already wrapped by as_account) detached from our session and stdio; its
+    output is relayed to our log, each line behind `[label]`. Raises OSError."""
+    process = subprocess.Popen(
+        argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+    )
+    assert process.stdout is not None
+    relay = threading.Thread(target=_relay, args=(process.stdout, label), daemon=True,
+                             name=f"relay-{label}-{process.pid}")
+    relay.start()
+    return process
+
+
+def run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `argv` (wrapped by as_account) to its end, detached as `start` does; output captured."""
+    return subprocess.run(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout, start_new_session=True, close_fds=True)
+
+
+def _relay(stream: BinaryIO, label: str) -> None:
+    """Copy a child's output to our stderr, a line at a time behind `[label] `, control characters
+    shown escaped: nothing a notebook prints reads as a line of ours or drives our terminal.
+
+    os.write, not sys.stderr: a lock held here at the moment the daemon forks a worker would stay
+    locked in the worker forever."""
+    with stream:
+        # A line longer than this arrives in pieces, each a line: memory stays bounded.
+        for raw in iter(lambda: stream.readline(RELAYED_LINE_MAX), b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
+            try:
+                os.write(2, f"[{label}] {line}\n".encode("utf-8", "replace"))
+            except OSError:
+                return  # our stderr is gone: draining on would only spin
+
+
 @dataclass
 class Jupyter:
     process: subprocess.Popen[bytes]
@@ -102,24 +146,19 @@ class Jupyter:
 
     def is_stopped(self) -> bool:
         try:
-            return psutil.Process(self.pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+            status = psutil.Process(self.pid).status()
         except psutil.Error:
             return False
+        return status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 
 
-def spawn(settings: Settings, account: Account, config_dir: Path, root_dir: Path,
-          kernel_env: Path | None = None) -> Jupyter:
-    argv = command(settings, account)
-    executable = jupyter_executable(settings)
-    if not os.access(executable, os.X_OK):
-        raise JupyterRemoteError(f"cannot run Jupyter: {executable} is not an executable file")
-    try:
-        process = subprocess.Popen(
-            argv, env=environment(settings, account, config_dir, kernel_env), cwd=root_dir,
-            stdin=subprocess.DEVNULL, process_group=0, close_fds=True,
-        )
-    except OSError as error:
-        raise JupyterRemoteError(f"cannot run Jupyter ({argv[0]}): {error.strerror}") from None
+def spawn_jupyter(settings: Settings, account: Account, config_dir: Path,
+                  kernel_env: Path | None = None) -> Jupyter:
+    """`jupyter lab` as the account; raises OSError when it cannot be run at all. It starts in "/":
+    root_dir is the account's to change, and Jupyter reads it from its config."""
+    jupyter = [str(jupyter_executable(settings)), "lab", *settings.server.extra_args]
+    argv = as_account(account, jupyter, bind_low_ports=settings.server.port < PRIVILEGED_PORTS)
+    process = start(argv, jupyter_environment(settings, account, config_dir, kernel_env), "jupyter")
     log.info("Jupyter started as %s, pid %s", account.name, process.pid)
     return Jupyter(process, time.monotonic())
 
@@ -137,7 +176,15 @@ def port_in_use(settings: Settings) -> bool:
     return False
 
 
-def signal_tree(pids: list[int], number: int) -> None:
+def process_tree(pid: int | None = None) -> list[psutil.Process]:
+    """Every process below `pid` (default: us; as a child subreaper we also inherit detached ones)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def send_signal(pids: list[int], number: int) -> None:
     for pid in pids:
         try:
             os.kill(pid, number)
@@ -145,38 +192,23 @@ def signal_tree(pids: list[int], number: int) -> None:
             pass
 
 
-def descendants() -> list[int]:
-    """Every process below the daemon; as a child subreaper it also inherits detached ones."""
-    try:
-        return [p.pid for p in psutil.Process().children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
 def kill_everything(spare: int | None = None) -> None:
     """SIGKILL every process below the daemon, but `spare` and its own, until none is left
     (a fork may race the first pass)."""
     for _ in range(50):
-        pids = descendants()
+        pids = [p.pid for p in process_tree()]
         if spare in pids:
-            spared = {spare, *(p.pid for p in _children(spare))}
+            spared = {spare, *(p.pid for p in process_tree(spare))}
             pids = [pid for pid in pids if pid not in spared]
         if not pids:
             return
-        signal_tree(pids, signal.SIGKILL)
+        send_signal(pids, signal.SIGKILL)
         for pid in pids:  # only these: the spared process's exit is the daemon's to collect
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass  # not our child (yet): once its parent is gone, the next pass reaps it
         time.sleep(0.02)
-
-
-def _children(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
 
 
 def reap_all() -> list[tuple[int, int]]:
@@ -196,11 +228,12 @@ def become_subreaper() -> None:
     """Orphaned kernels (they run in sessions of their own) then become our children, not init's."""
     import ctypes
 
-    PR_SET_CHILD_SUBREAPER = 36
+    pr_set_child_subreaper = 36
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
     except (OSError, AttributeError) as error:
-        log.warning("cannot become a child subreaper (%s): detached kernels may outlive a stop", error)
+        log.warning("cannot become a child subreaper (%s): detached kernels may outlive a stop",
+                    error)
 
 
 def describe_exit(status: int) -> str:

@@ -7,7 +7,6 @@ import functools
 import getpass
 import json
 import os
-import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -17,8 +16,9 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from supervisor import __version__
-from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, exit_code
-from supervisor.settings import settings_path_from_env
+from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, describe
+from supervisor.settings import Settings, settings_path_from_env
+from supervisor.status import PASSWORD_SIGNAL, RELOAD_SIGNAL, DaemonStatus, running_daemon
 
 RELOAD_WAIT_MARGIN = 30.0
 
@@ -58,16 +58,13 @@ def command(group: typer.Typer = app, name: str | None = None) -> Callable[[Call
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return function(*args, **kwargs)
-            except JupyterRemoteError as error:
-                for line in error.lines:
+            except (typer.Exit, typer.Abort):
+                raise
+            except (Exception, KeyboardInterrupt) as error:
+                lines, code = describe(error)
+                for line in lines:
                     typer.echo(line, err=True)
-                raise typer.Exit(exit_code(error))
-            except OSError as error:
-                where = f" ({error.filename})" if error.filename else ""
-                typer.echo(f"jupyter-remote: {error.strerror or error}{where}", err=True)
-                raise typer.Exit(1)
-            except KeyboardInterrupt:
-                raise typer.Exit(130)
+                raise typer.Exit(code) from None
 
         return group.command(name)(wrapper)
 
@@ -78,8 +75,8 @@ def _path(settings: Path | None) -> Path:
     return settings or settings_path_from_env()
 
 
-def _load(settings: Path | None):  # noqa: ANN202 - Settings, imported lazily for a fast --help
-    from supervisor.settings import load
+def _load(settings: Path | None) -> Settings:
+    from supervisor.loading import load  # pydantic: loaded by the commands that validate
 
     return load(_path(settings))
 
@@ -90,8 +87,8 @@ def _load(settings: Path | None):  # noqa: ANN202 - Settings, imported lazily fo
 @command()
 def run(settings: SettingsOption = None) -> None:
     """Run the daemon in the foreground (the systemd unit's ExecStart)."""
-    # Reached only from `python -m supervisor.cli`: supervisor.entry sends `jupyter-remote run`
-    # to the daemon without loading this parser.
+    # Reached with options supervisor.entry leaves to the parser (`run --settings=X --help`, say);
+    # a plain `jupyter-remote run` goes to the daemon without loading this parser.
     from supervisor import daemon
 
     raise typer.Exit(daemon.main([str(_path(settings))]))
@@ -101,7 +98,7 @@ def run(settings: SettingsOption = None) -> None:
 def check(settings: SettingsOption = None) -> None:
     """Validate settings, password and TLS material; print a summary."""
     from supervisor import passwords
-    from supervisor.prepare import layout
+    from supervisor.layout import layout
     from supervisor.render import serving_url
 
     loaded = _load(settings)
@@ -144,20 +141,15 @@ def _tls_summary(loaded: Any, account: Any) -> list[str]:
 def render(settings: SettingsOption = None) -> None:
     """Print the Jupyter server config that `run` would use, as JSON."""
     from supervisor import passwords
-    from supervisor.prepare import layout
-    from supervisor.render import JupyterInputs
+    from supervisor.layout import layout
+    from supervisor.prepare import jupyter_inputs
     from supervisor.render import render as render_config
 
     loaded = _load(settings)
-    place = layout(loaded)
     hashed = passwords.read_hash(loaded)
     if not hashed:
         typer.echo("note: no password is set yet; `run` makes one at its first start", err=True)
-    inputs = JupyterInputs(
-        home=place.account.home, hashed_password=hashed or "", live_file=place.live_file,
-        certfile=place.store.certfile if loaded.tls_enabled else None,
-        keyfile=place.store.keyfile if loaded.tls_enabled else None,
-    )
+    inputs = jupyter_inputs(layout(loaded), hashed or "")
     typer.echo(json.dumps(render_config(loaded, inputs), indent=2))
 
 
@@ -171,8 +163,7 @@ def password(
     print_hash: Annotated[bool, typer.Option("--print", help="Print the hash instead of saving it.")] = False,
 ) -> None:
     """Set the password (asked twice, without echo); a running server applies it at once."""
-    from supervisor import passwords, status
-    from supervisor.daemon import PASSWORD_SIGNAL
+    from supervisor import passwords
 
     loaded = _load(settings)
     if loaded.auth.password_hash and not print_hash:
@@ -193,9 +184,9 @@ def password(
     passwords.write_hash(loaded.password_path, hashed)
     loaded.initial_password_path.unlink(missing_ok=True)
     typer.echo(f"password saved in {loaded.password_path}")
-    daemon = status.running_daemon(loaded.runtime_dir)
+    daemon = running_daemon(loaded.runtime_dir)
     if daemon:
-        os.kill(int(daemon["pid"]), PASSWORD_SIGNAL)
+        os.kill(daemon.pid, PASSWORD_SIGNAL)
         typer.echo("the running server applies it within a second; earlier sessions are logged out")
 
 
@@ -205,7 +196,7 @@ def password(
 @command(cert_app, "show")
 def cert_show(settings: SettingsOption = None) -> None:
     """Subject, names, expiry, days left and SHA-256 fingerprints of the certificate and CA."""
-    from supervisor.prepare import layout
+    from supervisor.layout import layout
     from supervisor.tls import lifecycle, report
 
     loaded = _load(settings)
@@ -216,7 +207,7 @@ def cert_show(settings: SettingsOption = None) -> None:
 @command(cert_app, "renew")
 def cert_renew(settings: SettingsOption = None) -> None:
     """Issue a new certificate now; a running server serves it to new connections."""
-    from supervisor.prepare import layout
+    from supervisor.layout import layout
     from supervisor.tls import lifecycle
 
     loaded = _load(settings)
@@ -233,7 +224,7 @@ def cert_renew(settings: SettingsOption = None) -> None:
 @command(cert_app, "ca")
 def cert_ca(settings: SettingsOption = None) -> None:
     """Print the local CA certificate (PEM), to import into a browser or the system's trust store."""
-    from supervisor.prepare import layout
+    from supervisor.layout import layout
 
     loaded = _load(settings)
     if loaded.tls.mode != "self-signed":
@@ -248,13 +239,12 @@ def cert_ca(settings: SettingsOption = None) -> None:
 # --- reload, status -----------------------------------------------------------------------------------
 
 
-def _running(settings: Path | None) -> tuple[Path, dict[str, Any]]:
+def _running(settings: Path | None) -> tuple[Path, DaemonStatus]:
     """The runtime folder of the daemon serving these settings, and its status."""
-    from supervisor import status
     from supervisor.settings import runtime_dir_hint
 
     runtime_dir = runtime_dir_hint(_path(settings))
-    daemon = status.running_daemon(runtime_dir)
+    daemon = running_daemon(runtime_dir)
     if daemon is None:
         raise NotRunning(f"jupyter-remote is not running (no daemon for {runtime_dir})")
     return runtime_dir, daemon
@@ -263,22 +253,22 @@ def _running(settings: Path | None) -> tuple[Path, dict[str, Any]]:
 @command()
 def reload(settings: SettingsOption = None) -> None:
     """Make the running daemon re-read its settings; wait until it has (the unit's ExecReload)."""
-    from supervisor import status
 
     runtime_dir, daemon = _running(settings)
-    before = daemon["reload"]["seq"]
-    os.kill(int(daemon["pid"]), signal.SIGHUP)
+    before = daemon.reload.seq
+    os.kill(daemon.pid, RELOAD_SIGNAL)
     deadline = time.monotonic() + _reload_wait(settings)
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        now = status.running_daemon(runtime_dir)
+        now = running_daemon(runtime_dir)
         if now is None:
             raise JupyterRemoteError("reload: the daemon stopped while reloading")
-        if now["reload"]["seq"] > before:
-            if now["reload"]["result"] == "rejected":
-                raise ReloadRejected(*now["reload"]["errors"], "reload rejected: still serving with the old settings")
-            typer.echo(f"reloaded: {now['url']}")
-            for line in now["reload"]["errors"]:
+        if now.reload.seq > before:
+            if now.reload.result == "rejected":
+                raise ReloadRejected(*now.reload.errors,
+                                     "reload rejected: still serving with the old settings")
+            typer.echo(f"reloaded: {now.url}")
+            for line in now.reload.errors:
                 typer.echo(f"warning: {line}", err=True)
             return
     raise JupyterRemoteError("reload: the daemon did not answer in time; see its log (journalctl -u jupyter-remote)")
@@ -299,28 +289,26 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Whether the daemon runs, its URL, uptime, restarts, certificate days left, Jupyter pid."""
-    keys = ("state", "pid", "jupyter_pid", "url", "started", "restarts", "cert_days_left", "last_error")
     try:
         _, daemon = _running(settings)
     except NotRunning:
         if as_json:
-            typer.echo(json.dumps({key: ("stopped" if key == "state" else None) for key in keys}))
+            typer.echo(json.dumps(DaemonStatus.stopped()))
         raise
     if as_json:
-        typer.echo(json.dumps({key: daemon.get(key) for key in keys}, indent=1))
+        typer.echo(json.dumps(daemon.public(), indent=1))
         return
-    started = datetime.fromisoformat(daemon["started"])
-    uptime = datetime.now(timezone.utc) - started
-    typer.echo(f"jupyter-remote is {daemon['state']} (pid {daemon['pid']}, Jupyter pid {daemon['jupyter_pid']})")
-    typer.echo(f"URL:          {daemon['url']}")
-    typer.echo(f"up:           {str(uptime).split('.')[0]} since {daemon['started']}")
-    typer.echo(f"restarts:     {daemon['restarts']}")
-    if daemon.get("cert_days_left") is not None:
-        typer.echo(f"certificate:  {daemon['cert_days_left']} days left")
-    if daemon.get("last_error"):
-        typer.echo(f"last error:   {daemon['last_error']}")
-    if daemon.get("restart_pending"):
-        typer.echo(f"restart pending: upgraded to {daemon['restart_pending']}; "
+    uptime = datetime.now(timezone.utc) - datetime.fromisoformat(daemon.started)
+    typer.echo(f"jupyter-remote is {daemon.state} (pid {daemon.pid}, Jupyter pid {daemon.jupyter_pid})")
+    typer.echo(f"URL:          {daemon.url}")
+    typer.echo(f"up:           {str(uptime).split('.')[0]} since {daemon.started}")
+    typer.echo(f"restarts:     {daemon.restarts}")
+    if daemon.cert_days_left is not None:
+        typer.echo(f"certificate:  {daemon.cert_days_left} days left")
+    if daemon.last_error:
+        typer.echo(f"last error:   {daemon.last_error}")
+    if daemon.restart_pending:
+        typer.echo(f"restart pending: upgraded to {daemon.restart_pending}; "
                    "restart when convenient (systemctl restart jupyter-remote; running kernels stop)")
 
 
@@ -330,6 +318,8 @@ def status(
 def main() -> None:
     try:
         app()
-    except Exception as error:  # noqa: BLE001 - never a traceback: one line, exit 1
-        print(f"jupyter-remote: internal error: {error!r}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - never a traceback, even from the parser itself
+        lines, code = describe(error)
+        for line in lines:
+            print(line, file=sys.stderr)
+        sys.exit(code)

@@ -32,3 +32,16 @@ def exit_code(error: JupyterRemoteError) -> int:
     if isinstance(error, NotRunning):
         return EXIT_NOT_RUNNING
     return 1
+
+
+def describe(error: BaseException) -> tuple[list[str], int]:
+    """The lines to print and the exit code for any error that ends a command or the daemon:
+    the one path from errors to exits, so no entry point ever shows a traceback."""
+    if isinstance(error, JupyterRemoteError):
+        return error.lines, exit_code(error)
+    if isinstance(error, KeyboardInterrupt):
+        return [], 130
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return [f"jupyter-remote: {error.strerror or error}{where}"], 1
+    return [f"jupyter-remote: internal error: {error!r}"], 1

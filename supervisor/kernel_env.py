@@ -6,8 +6,9 @@ and sees the bundled packages through a .pth file placed after its own site-pack
 installs comes first. A pip constraint pins ipykernel's own dependencies at the bundled versions, so
 a user package can never shadow one of them and break every kernel.
 
-This module also runs as `python -m supervisor.kernel_env` under the account (never as root): the
-daemon must not create or write files inside a home the account controls.
+The daemon's side (`ensure_kernel`, `PackageJob`) makes the kernelspec and starts this module as
+`python -m supervisor.kernel_env` under the account (never as root): the daemon must not create or
+write files inside a home the account controls.
 """
 
 from __future__ import annotations
@@ -21,12 +22,21 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from supervisor import child
+from supervisor.errors import SettingsError
+from supervisor.files import write_atomic
+from supervisor.layout import Layout, root_folder
+
 log = logging.getLogger(__name__)
 
 ENV_IN_HOME = Path(".local/share/jupyter-remote/python")
 BUNDLED_PTH = "_jupyter_remote_bundled.pth"
 CONSTRAINTS = "kernel-constraints.txt"
 INSTALLED = "jupyter-remote-packages.json"
+# Passed to pip in kernel-package installs: an operator's mirror or proxy (systemctl edit).
+PIP_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX",
+                 "PIP_TRUSTED_HOST", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+                 "https_proxy", "no_proxy")
 
 
 def location(home: Path) -> Path:
@@ -40,6 +50,97 @@ def kernel_spec(python: Path) -> dict[str, object]:
         "language": "python",
         "metadata": {"debugger": True},
     }
+
+
+# --- the daemon's side ----------------------------------------------------------------------------
+
+
+def ensure_kernel(place: Layout) -> Path | None:
+    """The default "Python 3" kernel: `kernel.python`, or the notebooks' own environment (returned)."""
+    settings, account = place.settings, place.account
+    environment: Path | None
+    if settings.kernel.python:
+        python, environment = Path(settings.kernel.python), None
+        _require_ipykernel(place, python)
+    else:
+        environment = location(account.home)
+        python = environment / "bin" / "python"
+        if not python.exists():
+            # Made as the account, in its home; only its first making waits: kernels need it.
+            made = child.run(command(place, environment), child.account_environment(account),
+                             timeout=600)
+            if made.returncode:
+                log.error("cannot make the notebooks' Python environment %s: %s; kernels use the "
+                          "bundled Python, where %%pip install cannot write", environment,
+                          made.stderr.strip().splitlines()[-1:] or made.returncode)
+                place.kernel_spec.unlink(missing_ok=True)
+                return None
+    for folder in reversed(place.kernel_spec.parents[:3]):
+        root_folder(folder, 0o755, None)
+    spec = json.dumps(kernel_spec(python), indent=1).encode()
+    write_atomic(place.kernel_spec, spec, mode=0o644)
+    return environment
+
+
+def command(place: Layout, environment: Path, packages: tuple[str, ...] = ()) -> list[str]:
+    """This module, run as the account on `environment`."""
+    argv = [sys.executable, "-m", "supervisor.kernel_env", str(environment)]
+    if packages:
+        argv += ["--packages", *packages]
+    return child.as_account(place.account, argv)
+
+
+def _require_ipykernel(place: Layout, python: Path) -> None:
+    try:
+        probe = child.run(child.as_account(place.account, [str(python), "-c", "import ipykernel"]),
+                          child.account_environment(place.account), timeout=120)
+        ok = probe.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        raise SettingsError(
+            f"{place.settings.source}: [kernel] python: {python} cannot run ipykernel; "
+            f"install it with: {python} -m pip install ipykernel"
+        )
+
+
+class PackageJob:
+    """Refreshing the notebooks' environment and installing `kernel.packages`, as the account, in a
+    child: the loop and the watchdog go on meanwhile; pip's lines reach the log behind `[pip]`.
+    One at a time; one asked for meanwhile runs after it, with the settings of then."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self._again: tuple[Layout, Path] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, place: Layout, environment: Path | None) -> None:
+        if environment is None:
+            return
+        if self.process is not None:
+            self._again = (place, environment)
+            return
+        env = child.account_environment(place.account)
+        env.update({k: os.environ[k] for k in PIP_VARIABLES if k in os.environ})
+        try:
+            self.process = child.start(command(place, environment, place.settings.kernel.packages),
+                                       env, "pip")
+        except OSError as error:
+            log.error("cannot set up the notebooks' Python: %s", error)
+
+    def finished(self, wait_status: int) -> str:
+        """Note the job's end; returns what went wrong, or "". Starts the one that waited."""
+        self.process = None
+        problem = f"kernel packages not installed ({child.describe_exit(wait_status)})" \
+            if wait_status else ""
+        if self._again:
+            place, environment = self._again
+            self._again = None
+            self.start(place, environment)
+        return problem
 
 
 # --- run as the account -------------------------------------------------------------------------

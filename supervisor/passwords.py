@@ -6,6 +6,7 @@ import logging
 import secrets
 from pathlib import Path
 
+from supervisor import isolated
 from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.files import write_atomic
 from supervisor.settings import Settings, looks_like_password_hash
@@ -51,4 +52,22 @@ def read_hash(settings: Settings) -> str | None:
             f"{path}: not a password hash ([auth] password_file); "
             "write one with: jupyter-remote password"
         )
+    return hashed
+
+
+def ensure_password(settings: Settings) -> str:
+    """The hash to serve with; on a first start with none set, make a password and say where it is
+    (never what it is)."""
+    hashed = read_hash(settings)
+    if hashed:
+        return hashed
+    password = make_initial_password()
+    # argon2 takes 10 MB to hash: in a child, so that the daemon does not keep them.
+    hashed = isolated.call(hash_password, password)
+    write_atomic(settings.initial_password_path, (password + "\n").encode(), mode=0o600)
+    write_hash(settings.password_path, hashed)
+    log.warning(
+        "first start: a password was made; read it in %s (change it with: jupyter-remote password)",
+        settings.initial_password_path,
+    )
     return hashed

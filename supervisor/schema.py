@@ -3,8 +3,8 @@
 Every error is one line naming the file, section and key, what is wrong and what was given:
 ``settings.toml: [server] port: must be 1-65535, got 70000``.
 
-Validation returns plain data (supervisor.settings.Settings): the resident daemon validates in a
-short-lived child and never holds pydantic (about 20 MB) in memory.
+Validation fills supervisor.settings.Settings, frozen dataclasses: the resident daemon validates
+in a short-lived child (supervisor.loading) and never holds pydantic (about 20 MB) in memory.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def validate(document: dict[str, Any], path: Path, *, euid: int) -> Settings:
         model = SettingsModel.model_validate(document)
     except ValidationError as error:
         raise SettingsError(*(f"{path}: {_describe(e, document)}" for e in error.errors())) from None
-    settings = Settings(model.model_dump(), path)
+    settings = Settings.from_sections(model.model_dump(), path)
     problems = _cross_checks(settings, euid)
     if problems:
         raise SettingsError(*(f"{path}: {problem}" for problem in problems))

@@ -1,43 +1,108 @@
-"""The settings as the rest of jupyter-remote uses them: plain, validated data and the paths it implies.
+"""The settings as the rest of jupyter-remote uses them: frozen, typed records and the paths they imply.
 
-Validation lives in supervisor.schema (pydantic). The resident daemon validates in a short-lived
-child (load_isolated), so it never holds pydantic; commands validate in their own process (load).
+Validation lives in supervisor.schema (pydantic), which fills these records; supervisor.loading
+runs it, in a short-lived child for the resident daemon, so the daemon never holds pydantic. This
+module imports neither: it is plain data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 DEFAULT_SETTINGS_PATH = Path("/etc/jupyter-remote/settings.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/jupyter-remote")
 DEFAULT_RUNTIME_DIR = Path("/run/jupyter-remote")
 _SALTED_HASH = re.compile(r"^(sha1|sha256|sha512):[0-9a-f]+:[0-9a-f]+$")
-SECTIONS = ("server", "auth", "tls", "kernel", "supervise", "paths")
 
 
+@dataclass(frozen=True)
+class Server:
+    ip: str = "0.0.0.0"
+    port: int = 8888
+    default_url: str = "/lab"
+    base_url: str = "/"
+    root_dir: str = ""
+    user: str = "jupyter-remote"
+    jupyter: str = ""
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Auth:
+    password_file: str = "password"
+    password_hash: str = ""
+    rate_limit_per_minute: int = 10
+
+
+@dataclass(frozen=True)
+class Tls:
+    mode: str = "self-signed"
+    hostnames: tuple[str, ...] = ()
+    validity_days: int = 365
+    renew_before_days: int = 30
+    cloud_metadata: bool = True
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    python: str = ""
+    packages: tuple[str, ...] = ()
+    cull_idle_minutes: int = 0
+
+
+@dataclass(frozen=True)
+class Supervise:
+    start_timeout: float = 120
+    health_interval: float = 10
+    stop_timeout: float = 10
+
+
+@dataclass(frozen=True)
+class Paths:
+    state_dir: str = ""
+    runtime_dir: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Validated settings: `settings.server.port` and so on, plus the paths they imply.
+    """Validated settings, plus the paths they imply.
 
     Sections compare equal when every key does, which is how a reload tells what changed.
     """
 
-    server: SimpleNamespace
-    auth: SimpleNamespace
-    tls: SimpleNamespace
-    kernel: SimpleNamespace
-    supervise: SimpleNamespace
-    paths: SimpleNamespace
+    source: Path  # relative paths in the file are relative to its folder
+    server: Server = Server()
+    auth: Auth = Auth()
+    tls: Tls = Tls()
+    kernel: Kernel = Kernel()
+    supervise: Supervise = Supervise()
+    paths: Paths = Paths()
 
-    def __init__(self, sections: dict[str, dict[str, Any]], source: Path) -> None:
-        for name, values in sections.items():
-            setattr(self, name, SimpleNamespace(**values))
-        self.source = source  # relative paths in the file are relative to its folder
+    @classmethod
+    def from_sections(cls, sections: dict[str, dict[str, Any]], source: Path) -> Settings:
+        """From plain data (a validated model's dump, or what a child sent back as JSON)."""
+        built = {}
+        for field in dataclasses.fields(cls):
+            if field.name == "source":
+                continue
+            section_type = SECTION_TYPES[field.name]
+            values = {key: tuple(value) if isinstance(value, list) else value
+                      for key, value in sections.get(field.name, {}).items()}
+            built[field.name] = section_type(**values)
+        return cls(source=source, **built)
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """Plain data, the inverse of from_sections: what crosses a process boundary."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTION_TYPES}
 
     @property
     def password_path(self) -> Path:
@@ -60,23 +125,15 @@ class Settings:
         return self.tls.mode != "off"
 
 
-def load(path: Path, *, euid: int | None = None) -> Settings:
-    """Read and validate one settings file; raises SettingsError with every problem, one a line."""
-    from supervisor import schema
-
-    return schema.load(path, euid=euid)
-
-
-def load_isolated(path: Path) -> Settings:
-    """`load` in a short-lived child, so that pydantic never stays resident in the caller."""
-    from supervisor import isolated
-
-    return Settings(isolated.call(_sections, path), path)
+SECTION_TYPES: dict[str, type] = {
+    "server": Server, "auth": Auth, "tls": Tls, "kernel": Kernel, "supervise": Supervise,
+    "paths": Paths,
+}
 
 
-def _sections(path: Path) -> dict[str, dict[str, Any]]:
-    settings = load(path)
-    return {name: vars(getattr(settings, name)) for name in SECTIONS}
+def needs_restart(old: Settings, new: Settings) -> bool:
+    """Whether applying `new` over `old` restarts Jupyter: everything else applies live."""
+    return new.server != old.server or new.paths != old.paths
 
 
 def settings_path_from_env() -> Path:
@@ -89,10 +146,12 @@ def runtime_dir_hint(path: Path) -> Path:
     `reload` and `status` must still find a running daemon after an edit broke the file.
     """
     try:
-        configured = tomllib.loads(path.read_text(encoding="utf-8")).get("paths", {}).get("runtime_dir", "")
+        paths = tomllib.loads(path.read_text(encoding="utf-8")).get("paths", {})
+        configured = paths.get("runtime_dir", "")
     except (OSError, ValueError, AttributeError):
         configured = ""
-    return _directory(configured if isinstance(configured, str) else "", "RUNTIME_DIRECTORY", DEFAULT_RUNTIME_DIR)
+    return _directory(configured if isinstance(configured, str) else "", "RUNTIME_DIRECTORY",
+                      DEFAULT_RUNTIME_DIR)
 
 
 def _directory(configured: str, systemd_variable: str, default: Path) -> Path:

@@ -82,7 +82,8 @@ def test_status_json_and_exit_codes(serving, make_settings):
     assert result.returncode == 0
     data = json.loads(result.stdout)
     assert set(data) == {"state", "pid", "jupyter_pid", "url", "started", "restarts", "cert_days_left",
-                         "last_error"}
+                         "last_error", "idle_seconds", "idle_action_at", "restart_pending"}
+    assert data["restart_pending"] is None and data["idle_seconds"] is None
     assert data["state"] == "running" and data["pid"] == serving.daemon.process.pid
     assert data["cert_days_left"] in (364, 365)
     assert psutil.pid_exists(data["jupyter_pid"])

@@ -11,7 +11,10 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from supervisor.errors import SettingsError
 from supervisor.schema import SettingsModel, validate
-from supervisor.settings import DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR, SECTIONS, Settings, load
+import dataclasses
+
+from supervisor.loading import load
+from supervisor.settings import DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR, SECTION_TYPES, Settings
 
 ROOT, USER = 0, 1000
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +39,7 @@ def test_an_empty_file_gives_the_contract_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     settings = loads("", tmp_path)
     assert (settings.server.ip, settings.server.port, settings.server.default_url) == ("0.0.0.0", 8888, "/lab")
-    assert settings.server.user == "jupyter-remote" and settings.server.extra_args == []
+    assert settings.server.user == "jupyter-remote" and settings.server.extra_args == ()
     assert settings.tls.mode == "self-signed"
     assert (settings.tls.validity_days, settings.tls.renew_before_days) == (365, 30)
     assert settings.auth.rate_limit_per_minute == 10
@@ -49,11 +52,33 @@ def test_an_empty_file_gives_the_contract_defaults(tmp_path, monkeypatch):
 def test_the_shipped_settings_file_is_valid_and_says_the_defaults(monkeypatch):
     shipped = REPO / "etc" / "jupyter-remote" / "settings.toml"
     loaded = load(shipped, euid=USER)
-    assert {name: vars(getattr(loaded, name)) for name in SECTIONS} == SettingsModel().model_dump()
+    assert loaded == Settings.from_sections(SettingsModel().model_dump(), shipped)
     # Every key of the model is present (and so documented) in the shipped file.
     document = tomllib.loads(shipped.read_text())
     for section, model in SettingsModel.model_fields.items():
         assert set(document[section]) == set(model.annotation.model_fields), section
+
+
+def test_the_typed_settings_match_the_schema_field_for_field():
+    """The daemon reads the frozen dataclasses; the schema fills them: neither may drift."""
+    assert set(SECTION_TYPES) == set(SettingsModel.model_fields)
+    for section, model_field in SettingsModel.model_fields.items():
+        model = model_field.annotation
+        fields = {f.name: f for f in dataclasses.fields(SECTION_TYPES[section])}
+        assert list(fields) == list(model.model_fields), section
+        for name, field in model.model_fields.items():
+            default = field.default
+            assert fields[name].default == (tuple(default) if isinstance(default, list) else default), \
+                f"[{section}] {name}"
+
+
+def test_settings_cross_a_process_boundary_unchanged(tmp_path):
+    settings = loads('[server]\nextra_args = ["--ServerApp.x=1"]\n[tls]\nhostnames = ["a.example"]\n',
+                     tmp_path)
+    import json
+
+    assert Settings.from_sections(json.loads(json.dumps(settings.sections())), settings.source) \
+        == settings
 
 
 def test_systemd_directories_are_the_defaults_when_set(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The pure rules of supervisor/states.py: transitions, backoff and the busy-or-hung verdict. No clock."""
+"""The pure rules of supervisor/states.py: transitions and the restart backoff. No clock."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import re
 import pytest
 
 from supervisor import states
-from supervisor.states import (
-    Backoff,
-    HealthTracker,
-    IllegalTransition,
-    State,
-    Verdict,
-    check_transition,
-)
+from supervisor.states import Backoff, IllegalTransition, State, check_transition
 
 S = State
 
@@ -74,64 +67,11 @@ def test_backoff_doubles_from_one_second_to_sixty():
     assert [backoff.next_delay() for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
 
 
-def test_backoff_resets_only_after_a_stable_period():
+def test_a_run_that_served_a_minute_restarts_at_once_and_resets_the_doubling():
     backoff = Backoff()
     for _ in range(4):
         backoff.next_delay()
-    backoff.note_running(59.9)  # served, but not long enough: a flapping server keeps its delay
-    assert backoff.next_delay() == 16
-    backoff.note_running(60.0)
+    # Served, but not long enough: a flapping server keeps doubling.
+    assert backoff.next_delay(served_for=59.9) == 16
+    assert backoff.next_delay(served_for=60.0) == 0
     assert [backoff.next_delay() for _ in range(3)] == [1, 2, 4]
-
-
-def feed(tracker: HealthTracker, probes: list[tuple[bool, bool, bool]]) -> list[Verdict]:
-    return [tracker.record(answered, cpu_advanced=cpu, stopped=stopped) for answered, cpu, stopped in probes]
-
-
-ANSWER = (True, False, False)
-SILENT_WORKING = (False, True, False)  # no answer, but Jupyter burns CPU: busy (a flood, a heavy request)
-SILENT_IDLE = (False, False, False)  # no answer and no CPU: deadlocked or wedged
-SILENT_STOPPED = (False, True, True)  # SIGSTOPped: CPU time from before the stop must not count
-
-
-def test_answers_are_healthy():
-    assert feed(HealthTracker(), [ANSWER] * 5) == [Verdict.HEALTHY] * 5
-
-
-def test_no_answer_without_cpu_is_hung_on_the_third_probe():
-    assert feed(HealthTracker(), [SILENT_IDLE] * 3) == [Verdict.FAILING, Verdict.FAILING, Verdict.HUNG]
-
-
-def test_a_stopped_process_is_hung_even_if_its_cpu_time_moved():
-    assert feed(HealthTracker(), [SILENT_STOPPED] * 3)[-1] is Verdict.HUNG
-
-
-def test_busy_is_tolerated_far_longer_than_silence():
-    tracker = HealthTracker()
-    verdicts = feed(tracker, [SILENT_WORKING] * (tracker.busy_probes_to_hang - 1))
-    assert set(verdicts) == {Verdict.BUSY}
-    # ...but an event loop spinning without ever answering is replaced in the end.
-    assert feed(tracker, [SILENT_WORKING]) == [Verdict.HUNG]
-
-
-def test_one_answer_forgives_everything_before_it():
-    tracker = HealthTracker()
-    feed(tracker, [SILENT_IDLE, SILENT_IDLE, ANSWER])
-    assert feed(tracker, [SILENT_IDLE, SILENT_IDLE]) == [Verdict.FAILING, Verdict.FAILING]
-    feed(tracker, [SILENT_WORKING] * (tracker.busy_probes_to_hang - 1) + [ANSWER])
-    assert feed(tracker, [SILENT_WORKING]) == [Verdict.BUSY]
-
-
-def test_a_flood_interleaving_busy_and_answered_probes_is_never_hung():
-    tracker = HealthTracker()
-    pattern = [SILENT_WORKING, SILENT_WORKING, ANSWER] * 100
-    assert Verdict.HUNG not in feed(tracker, pattern)
-
-
-def test_busy_and_silent_probes_count_separately():
-    # Two silent probes, then busy ones, then a silent one: the third silent probe means hung,
-    # whatever busy probes came between (busy never resets the silent count, nor adds to it).
-    tracker = HealthTracker()
-    assert feed(tracker, [SILENT_IDLE, SILENT_IDLE, SILENT_WORKING, SILENT_WORKING]) == [
-        Verdict.FAILING, Verdict.FAILING, Verdict.BUSY, Verdict.BUSY]
-    assert feed(tracker, [SILENT_IDLE]) == [Verdict.HUNG]

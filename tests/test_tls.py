@@ -35,8 +35,9 @@ from support import JUPYTER_REMOTE, cli
 from supervisor.accounts import serving_account
 from supervisor.errors import JupyterRemoteError
 from supervisor.inside_jupyter.jupyter_remote_ext import build_tls_context
-from supervisor.settings import Settings, load
-from supervisor.tls import issue, lifecycle
+from supervisor.loading import load
+from supervisor.settings import Settings
+from supervisor.tls import CertificateInfo, issue, lifecycle
 from supervisor.tls.names import IMDS_URL_VARIABLE, Names
 from supervisor.tls.policy import renewal_reason, within_constraints
 from supervisor.tls.store import CertificateStore
@@ -57,7 +58,7 @@ def tls_settings(make_settings: Callable[..., Path]) -> Callable[..., Settings]:
     return make
 
 
-def ensure(settings: Settings, **kwargs: Any) -> lifecycle.Outcome:
+def ensure(settings: Settings, **kwargs: Any) -> CertificateInfo:
     return lifecycle.ensure_current(settings, serving_account(settings), **kwargs)
 
 
@@ -286,7 +287,7 @@ def test_a_new_dns_name_outside_the_constraints_makes_a_new_ca_and_says_so(tls_s
     settings = tls_settings(hostnames=["a.example.org", "lab.a.example.org", "198.51.100.4"])
     outcome = ensure(settings)
     assert outcome.issued and "+lab.a.example.org" in outcome.reason and "+198.51.100.4" in outcome.reason
-    assert sha256(ca_of(settings)) == first_ca and outcome.notices == []
+    assert sha256(ca_of(settings)) == first_ca and outcome.notices == ()
 
     settings = tls_settings(hostnames=["a.example.org", "b.example.net"])
     with caplog.at_level(logging.INFO, logger="supervisor.tls.lifecycle"):
@@ -309,7 +310,7 @@ def test_changed_ip_names_never_make_a_new_ca(tls_settings):
     first_ca = sha256(ca_of(settings))
     settings = tls_settings(hostnames=["203.0.113.99", "2001:db8::5"])
     outcome = ensure(settings)
-    assert outcome.issued and outcome.notices == []
+    assert outcome.issued and outcome.notices == ()
     assert sha256(ca_of(settings)) == first_ca
     assert {"203.0.113.99", "2001:db8::5"} <= sans(live_leaf(settings))[1]
     assert "203.0.113.7" not in sans(live_leaf(settings))[1]
@@ -556,7 +557,7 @@ def test_cloud_public_names_are_covered_and_a_new_address_needs_no_new_ca(tls_se
                          "public-hostname": "ec2-54-9-8-7.compute-1.amazonaws.com"})
     outcome = ensure(settings)
     assert outcome.issued and "+ec2-54-9-8-7.compute-1.amazonaws.com" in outcome.reason
-    assert sha256(ca_of(settings)) == first_ca and outcome.notices == []
+    assert sha256(ca_of(settings)) == first_ca and outcome.notices == ()
     server = serve_live(settings, tls_server)
     for name in ("ec2-54-9-8-7.compute-1.amazonaws.com", "54.9.8.7"):
         server.handshake(store_of(settings).ca_certificate, name)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from support import JupyterClient, cli, wait_until
 
 from supervisor.accounts import serving_account
-from supervisor.settings import load
+from supervisor.loading import load
 from supervisor.tls import issue, lifecycle
 from supervisor.tls.names import Names
 from supervisor.tls.store import CertificateStore

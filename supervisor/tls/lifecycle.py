@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from supervisor.accounts import Account
 from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.files import write_atomic
 from supervisor.settings import Settings
-from supervisor.tls import issue
+from supervisor.tls import CertificateInfo, issue
 from supervisor.tls.names import (
     CloudIdentity,
     MetadataUnavailable,
@@ -39,25 +38,13 @@ NO_CA = "no CA yet"
 CLOUD_FILE = "cloud.json"  # the last public names the metadata service told, for when it does not answer
 
 
-@dataclass
-class Outcome:
-    """What `ensure_current` did; plain data so it can cross a process boundary as JSON."""
-
-    version: str
-    not_after: str
-    sha256: str
-    issued: bool = False
-    reason: str = ""
-    notices: list[str] = field(default_factory=list)
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
 def ensure_current(
     settings: Settings, account: Account, now: datetime | None = None, *, force: str = ""
-) -> Outcome:
+) -> CertificateInfo:
     """Make the live certificate present and current; `force` names a reason to renew anyway."""
     now = now or utcnow()
     store = CertificateStore(settings.state_dir, account)
@@ -76,7 +63,7 @@ def ensure_current(
         ) from None
 
 
-def _self_signed(settings: Settings, store: CertificateStore, now: datetime, force: str) -> Outcome:
+def _self_signed(settings: Settings, store: CertificateStore, now: datetime, force: str) -> CertificateInfo:
     cloud = current_cloud_identity(settings, store, remember=True)
     wanted = wanted_names(settings, cloud)
     ca = _load_ca(store)
@@ -158,7 +145,7 @@ def current_cloud_identity(
     return cloud
 
 
-def _import_files(settings: Settings, store: CertificateStore, now: datetime) -> Outcome:
+def _import_files(settings: Settings, store: CertificateStore, now: datetime) -> CertificateInfo:
     chain_pem, key_pem, leaf = read_certificate_files(settings, now)
     notices = []
     left = leaf.not_valid_after_utc - now
@@ -256,12 +243,12 @@ def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str
 def _outcome(
     store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
     notices: list[str] = (),
-) -> Outcome:
+) -> CertificateInfo:
     meta = store.meta() or {}
     version = store.live_version()
     notices = [*notices, *ca_notices(store, now)]
-    return Outcome(version.name if version else "", meta.get("not_after", ""), meta.get("sha256", ""),
-                   issued, reason, notices)
+    return CertificateInfo(version.name if version else "", meta.get("not_after", ""),
+                           meta.get("sha256", ""), issued, reason, tuple(notices))
 
 
 def ca_notices(store: CertificateStore, now: datetime) -> list[str]:
