@@ -1,10 +1,10 @@
 """3. Renewal under load: certificates renewed while clients open fresh connections without pause,
 and kernels (with state in them) run. Counted: failed and hung connections, kernels lost.
 
-- ours: `lifecycle.ensure_current(force=...)` (what `jupyter-remote cert renew` does) against a
+- ours: `lifecycle.ensure_current(renew_because=...)` (what `jupyter-remote cert renew` does) against a
   serving daemon; the extension swaps its SSLContext.
 - stock, files replaced: stock Jupyter keeps reading certfile/keyfile; a naive deploy copies the new
-  certificate, then the new key, over them in place (`cp`, `cp`), as a hand-made cron job would.
+  certificate, then the new key, over them in layout (`cp`, `cp`), as a hand-made cron job would.
 - stock, restart: a certbot deploy hook's way: copy the files, restart `jupyter lab`, wait until it
   answers again. Every restart costs a full Jupyter start, so fewer rounds are run.
 """
@@ -116,18 +116,18 @@ def _paced(count: int, interval: float, renew: Callable[[int], None]) -> list[fl
 
 
 def ours(lab: Lab, count: int, interval: float) -> dict[str, Any]:
-    from supervisor.layout import layout
+    from supervisor.layout import layout_of
     from supervisor.loading import load
     from supervisor.tls import lifecycle
 
     settings_path = lab.settings("renewal")
     settings = load(settings_path)
-    account = layout(settings).account
+    account = layout_of(settings).account
     daemon = Daemon(lab, settings_path).start()
     fingerprints: list[str] = []
 
     def renew(_: int) -> None:
-        outcome = lifecycle.ensure_current(settings, account, force="benchmark")
+        outcome = lifecycle.ensure_current(settings, account, renew_because="benchmark")
         fingerprints.append(outcome.sha256)
 
     try:
@@ -161,17 +161,17 @@ def _pairs(lab: Lab, count: int) -> list[tuple[Path, Path]]:
     """`count` new certificate/key pairs from the same CA, made beforehand in a scratch store."""
     import shutil
 
-    from supervisor.layout import layout
+    from supervisor.layout import layout_of
     from supervisor.loading import load
     from supervisor.tls import lifecycle
 
     scratch = lab.scratch("pairs")
     shutil.copytree(lab.folder / "state", scratch / "state", symlinks=True)
     settings = load(lab.settings("pairs", paths={"state_dir": str(scratch / "state")}))
-    account = layout(settings).account
+    account = layout_of(settings).account
     pairs = []
     for index in range(count):
-        lifecycle.ensure_current(settings, account, force="benchmark")
+        lifecycle.ensure_current(settings, account, renew_because="benchmark")
         folder = scratch / f"pair-{index:03d}"
         folder.mkdir()
         live = scratch / "state" / "tls" / "live"

@@ -335,7 +335,7 @@ def _details(plan: dict[str, Any], results: dict[str, Any]) -> list[str]:
         r = results["renewal"]
         lines += ["### 3. Renewal under load", ""]
         rows = []
-        for name, label in (("ours", "jupyter-remote: lifecycle.ensure_current(force=…)"),
+        for name, label in (("ours", "jupyter-remote: lifecycle.ensure_current(renew_because=…)"),
                             ("stock_files", "stock Jupyter, `cp` cert then `cp` key in place"),
                             ("stock_restart", "stock Jupyter restarted per renewal")):
             x = r[name]

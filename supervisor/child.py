@@ -70,7 +70,7 @@ def account_environment(account: Account, path: str = PATH) -> dict[str, str]:
 
 def jupyter_environment(settings: Settings, account: Account, config_dir: Path,
                         kernel_env: Path | None = None) -> dict[str, str]:
-    """Jupyter's environment: the account's own, Jupyter's paths, and the notebooks' Python first."""
+    """Jupyter's environment: the account's own, Jupyter's paths, the notebooks' Python first."""
     home = account.home
     path = f"{jupyter_executable(settings).parent}:{PATH}"
     data_path = str(config_dir / "data")  # our kernelspec: the default "Python 3"
@@ -177,7 +177,7 @@ def port_in_use(settings: Settings) -> bool:
 
 
 def process_tree(pid: int | None = None) -> list[psutil.Process]:
-    """Every process below `pid` (default: us; as a child subreaper we also inherit detached ones)."""
+    """Every process below `pid` (default: us; a child subreaper also inherits detached ones)."""
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -213,7 +213,7 @@ def kill_everything(spare: int | None = None) -> None:
 
 def reap_all() -> list[tuple[int, int]]:
     """Collect every exited child; returns (pid, wait status) pairs."""
-    reaped = []
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

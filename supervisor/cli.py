@@ -9,9 +9,10 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
+from collections.abc import Callable
 
 import typer
 
@@ -30,7 +31,7 @@ cert_app = typer.Typer(no_args_is_help=True, help="The TLS certificate: show, re
 app.add_typer(cert_app, name="cert")
 
 SettingsOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--settings", help="settings file [default: $JUPYTER_REMOTE_SETTINGS, "
                  "else /etc/jupyter-remote/settings.toml]", show_default=False),
 ]
@@ -98,19 +99,19 @@ def run(settings: SettingsOption = None) -> None:
 def check(settings: SettingsOption = None) -> None:
     """Validate settings, password and TLS material; print a summary."""
     from supervisor import passwords
-    from supervisor.layout import layout
+    from supervisor.layout import layout_of
     from supervisor.render import serving_url
 
     loaded = _load(settings)
-    place = layout(loaded)
+    layout = layout_of(loaded)
     hashed = passwords.read_hash(loaded)
     typer.echo(f"settings:    {loaded.source}: valid")
     typer.echo(f"URL:         {serving_url(loaded)}")
     typer.echo(f"TLS:         {loaded.tls.mode}")
-    for line in _tls_summary(loaded, place.account):
+    for line in _tls_summary(loaded, layout.account):
         typer.echo(f"             {line}")
-    typer.echo(f"user:        {place.account.name} (Jupyter and its kernels run as this account)")
-    typer.echo(f"root_dir:    {place.root_dir}")
+    typer.echo(f"user:        {layout.account.name} (Jupyter and its kernels run as this account)")
+    typer.echo(f"root_dir:    {layout.root_dir}")
     if loaded.auth.password_hash:
         typer.echo(f"password:    set inline ([auth] password_hash in {loaded.source})")
         if os.stat(loaded.source).st_mode & 0o004:
@@ -141,7 +142,7 @@ def _tls_summary(loaded: Any, account: Any) -> list[str]:
 def render(settings: SettingsOption = None) -> None:
     """Print the Jupyter server config that `run` would use, as JSON."""
     from supervisor import passwords
-    from supervisor.layout import layout
+    from supervisor.layout import layout_of
     from supervisor.prepare import jupyter_inputs
     from supervisor.render import render as render_config
 
@@ -149,7 +150,7 @@ def render(settings: SettingsOption = None) -> None:
     hashed = passwords.read_hash(loaded)
     if not hashed:
         typer.echo("note: no password is set yet; `run` makes one at its first start", err=True)
-    inputs = jupyter_inputs(layout(loaded), hashed or "")
+    inputs = jupyter_inputs(layout_of(loaded), hashed or "")
     typer.echo(json.dumps(render_config(loaded, inputs), indent=2))
 
 
@@ -196,24 +197,24 @@ def password(
 @command(cert_app, "show")
 def cert_show(settings: SettingsOption = None) -> None:
     """Subject, names, expiry, days left and SHA-256 fingerprints of the certificate and CA."""
-    from supervisor.layout import layout
+    from supervisor.layout import layout_of
     from supervisor.tls import lifecycle, report
 
     loaded = _load(settings)
-    for line in report.describe(loaded, layout(loaded).account, lifecycle.utcnow()):
+    for line in report.describe(loaded, layout_of(loaded).account, lifecycle.utcnow()):
         typer.echo(line)
 
 
 @command(cert_app, "renew")
 def cert_renew(settings: SettingsOption = None) -> None:
     """Issue a new certificate now; a running server serves it to new connections."""
-    from supervisor.layout import layout
+    from supervisor.layout import layout_of
     from supervisor.tls import lifecycle
 
     loaded = _load(settings)
     if not loaded.tls_enabled:
         raise JupyterRemoteError('cert renew: TLS is off ([tls] mode = "off")')
-    outcome = lifecycle.ensure_current(loaded, layout(loaded).account, force="asked for (cert renew)")
+    outcome = lifecycle.ensure_current(loaded, layout_of(loaded).account, renew_because="asked for (cert renew)")
     what = "issued" if outcome.issued else "unchanged (certbot's files are already live)"
     typer.echo(f"certificate {what}: version {outcome.version}, valid until {outcome.not_after[:10]}")
     typer.echo("a running server serves it to new connections within a second")
@@ -224,12 +225,12 @@ def cert_renew(settings: SettingsOption = None) -> None:
 @command(cert_app, "ca")
 def cert_ca(settings: SettingsOption = None) -> None:
     """Print the local CA certificate (PEM), to import into a browser or the system's trust store."""
-    from supervisor.layout import layout
+    from supervisor.layout import layout_of
 
     loaded = _load(settings)
     if loaded.tls.mode != "self-signed":
         raise JupyterRemoteError(f'cert ca: there is no local CA in [tls] mode = "{loaded.tls.mode}"')
-    path = layout(loaded).store.ca_certificate
+    path = layout_of(loaded).store.ca_certificate
     try:
         typer.echo(path.read_text(), nl=False)
     except FileNotFoundError:
@@ -298,7 +299,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(daemon.public(), indent=1))
         return
-    uptime = datetime.now(timezone.utc) - datetime.fromisoformat(daemon.started)
+    uptime = datetime.now(UTC) - datetime.fromisoformat(daemon.started)
     typer.echo(f"jupyter-remote is {daemon.state} (pid {daemon.pid}, Jupyter pid {daemon.jupyter_pid})")
     typer.echo(f"URL:          {daemon.url}")
     typer.echo(f"up:           {str(uptime).split('.')[0]} since {daemon.started}")
@@ -318,7 +319,7 @@ def status(
 def main() -> None:
     try:
         app()
-    except Exception as error:  # noqa: BLE001 - never a traceback, even from the parser itself
+    except Exception as error:
         lines, code = describe(error)
         for line in lines:
             print(line, file=sys.stderr)

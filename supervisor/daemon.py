@@ -1,4 +1,4 @@
-"""`jupyter-remote run`: one loop that supervises Jupyter through the lifecycle of supervisor.states.
+"""`jupyter-remote run`: one loop that supervises Jupyter through the lifecycle in states.py.
 
 Signal handlers only queue (supervisor.loop); each turn of the loop collects exited children, then
 handles queued signals, then the health probe's answer, then due timers, on `time.monotonic()`.
@@ -13,14 +13,14 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from supervisor import child, health, loading, passwords, status
 from supervisor.errors import JupyterRemoteError, SettingsError, describe
 from supervisor.health import Answer, HealthTracker, ProbeRunner, Target, Verdict, local_address
 from supervisor.kernel_env import PackageJob
-from supervisor.layout import layout
+from supervisor.layout import layout_of
 from supervisor.loop import Clock, SignalQueue, Timers
 from supervisor.notify import Notifier
 from supervisor.prepare import Prepared, prepare, write_jupyter_config
@@ -51,7 +51,7 @@ class Daemon:
         self.prepared: Prepared | None = None
         self.jupyter: child.Jupyter | None = None
         self.probe_cpu: float | None = None
-        self.started = datetime.now(timezone.utc)
+        self.started = datetime.now(UTC)
         self.serving_since = 0.0
         self.restarts = 0
         self.last_error = ""
@@ -107,7 +107,7 @@ class Daemon:
     def _start(self) -> None:
         # With a certificate already live, Jupyter starts with it at once, and a renewal that is
         # due follows within a second through the extension's swap: no start waits for it.
-        store = layout(self.settings).store
+        store = layout_of(self.settings).store
         live = live_certificate(store) if self.settings.tls_enabled else None
         self._adopt(self.settings, prepare(self.settings, live))
         status.clear_restart_pending(self.settings.runtime_dir)  # we are the restart it asked for
@@ -119,8 +119,8 @@ class Daemon:
 
     def _adopt(self, settings: Settings, prepared: Prepared) -> None:
         self.settings, self.prepared = settings, prepared
-        self.certificates.watch(settings, prepared.place.account, prepared.certificate)
-        self.packages.start(prepared.place, prepared.kernel_env)  # Jupyter starts meanwhile
+        self.certificates.watch(settings, prepared.layout.account, prepared.certificate)
+        self.packages.start(prepared.layout, prepared.kernel_env)  # Jupyter starts meanwhile
 
     def _start_jupyter(self) -> None:
         assert self.prepared is not None
@@ -136,9 +136,9 @@ class Daemon:
         if child.port_in_use(self.settings):
             self._back_off(f"port {server.port} on {server.ip} is in use by another program")
             return
-        place = self.prepared.place
+        layout = self.prepared.layout
         try:
-            self.jupyter = child.spawn_jupyter(self.settings, place.account, place.config_dir,
+            self.jupyter = child.spawn_jupyter(self.settings, layout.account, layout.config_dir,
                                                self.prepared.kernel_env)
         except OSError as error:
             self._back_off(f"could not be started ({error.strerror or error})")
@@ -236,7 +236,7 @@ class Daemon:
         if self.jupyter is None or self.probes.busy:
             return
         assert self.prepared is not None
-        self.certificates.notice_renewal_elsewhere(self.prepared.place.store)
+        self.certificates.notice_renewal_elsewhere(self.prepared.layout.store)
         self._notice_upgrade()
         self.probe_cpu = self.jupyter.cpu_seconds()
         server = self.settings.server
@@ -318,7 +318,7 @@ class Daemon:
                     self._watchdog()
                 time.sleep(0.05)
             if self.jupyter is not None:
-                log.warning("Jupyter did not stop within stop_timeout; killing it and its processes")
+                log.warning("Jupyter did not stop within stop_timeout; killing it and all it started")
         child.kill_everything(spare=spare)
         self.jupyter = None
 
@@ -347,7 +347,7 @@ class Daemon:
         self._adopt(new, prepared)
         self.last_error = ""
         if not needs_restart(old, new):
-            log.info("settings reloaded; password, TLS and kernel changes applied without a restart")
+            log.info("settings reloaded; password, TLS and kernel changes applied, no restart")
             self._finish_reload("applied")
             return
         log.warning("[server] settings changed: restarting Jupyter (running kernels stop)")
@@ -377,11 +377,11 @@ class Daemon:
             hashed = passwords.read_hash(self.settings)
             if not hashed or hashed == self.prepared.hashed_password:
                 return
-            write_jupyter_config(self.prepared.place, hashed)
+            write_jupyter_config(self.prepared.layout, hashed)
         except (SettingsError, OSError) as error:
             log.error("new password not applied: %s", error)
             return
-        self.prepared = Prepared(self.prepared.place, hashed, self.prepared.certificate,
+        self.prepared = Prepared(self.prepared.layout, hashed, self.prepared.certificate,
                                  self.prepared.kernel_env)
         log.info("new password applied without restarting Jupyter; earlier sessions are logged out")
 
@@ -421,7 +421,7 @@ def main(arguments: list[str]) -> int:
                         format=f"{stamp}%(levelname)s %(message)s")
     try:
         return Daemon(loading.load_isolated(Path(arguments[0]))).run()
-    except Exception as error:  # noqa: BLE001 - every failure leaves through the one map
+    except Exception as error:
         lines, code = describe(error)
         for line in lines:
             print(line, file=sys.stderr)

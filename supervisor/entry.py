@@ -1,4 +1,5 @@
-"""The `jupyter-remote` command's entry point: `run` goes straight to the daemon, the rest to the CLI.
+"""The `jupyter-remote` command's entry point: `run` goes straight to the daemon, the rest to the
+CLI.
 
 The daemon is what systemd keeps running for months, and its start is on every boot's path: it
 skips the command-line library (typer) and its imports, which would stay resident otherwise.

@@ -8,12 +8,13 @@ one: a certbot certificate has no 127.0.0.1 name, and a self-signed one needs no
 from __future__ import annotations
 
 import enum
-import hashlib
 import http.client
 import ssl
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+
+from supervisor.tls import sha256_fingerprint
 
 # A new certificate reaches Jupyter within about a second (the extension looks every second); until
 # then it rightly serves the one before. Past this, serving an old one is a fault.
@@ -60,8 +61,8 @@ def probe(target: Target, timeout: float) -> Answer:
     try:
         connection.connect()
         served = None
-        if target.tls:
-            served = hashlib.sha256(connection.sock.getpeercert(binary_form=True)).hexdigest()
+        if isinstance(connection.sock, ssl.SSLSocket):
+            served = sha256_fingerprint(connection.sock.getpeercert(binary_form=True) or b"")
         connection.request("GET", target.path)
         response = connection.getresponse()
         response.read(65536)
@@ -73,7 +74,7 @@ def probe(target: Target, timeout: float) -> Answer:
 
 
 class ProbeRunner:
-    """Runs one probe at a time on a worker thread, so the daemon's loop never waits on the network."""
+    """One probe at a time on a worker thread, so the daemon's loop never waits on the network."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-probe")

@@ -78,7 +78,7 @@ def _serve(write_end: int, function: Callable[..., Any], args: tuple[Any, ...]) 
         result: dict[str, Any] = {"result": value}
     except JupyterRemoteError as error:
         result, code = {"error": type(error).__name__, "lines": error.lines}, 1
-    except BaseException as error:  # noqa: BLE001 - reported to the parent, which logs it
+    except BaseException as error:
         result, code = {"error": "JupyterRemoteError", "lines": [f"internal error: {error!r}"]}, 1
     try:
         with os.fdopen(write_end, "w") as stream:

@@ -1,4 +1,5 @@
-"""The notebooks' own Python: a writable environment for the Jupyter account, layered over the bundled one.
+"""The notebooks' own Python: a writable environment for the Jupyter account, layered over the
+bundled one.
 
 The bundled environment is read-only (it belongs to the package), so `%pip install` there fails.
 This environment lives in the account's home, survives package upgrades, needs no network to make,
@@ -55,51 +56,51 @@ def kernel_spec(python: Path) -> dict[str, object]:
 # --- the daemon's side ----------------------------------------------------------------------------
 
 
-def ensure_kernel(place: Layout) -> Path | None:
-    """The default "Python 3" kernel: `kernel.python`, or the notebooks' own environment (returned)."""
-    settings, account = place.settings, place.account
+def ensure_kernel(layout: Layout) -> Path | None:
+    """The default "Python 3" kernel: `kernel.python`, or the notebooks' environment (returned)."""
+    settings, account = layout.settings, layout.account
     environment: Path | None
     if settings.kernel.python:
         python, environment = Path(settings.kernel.python), None
-        _require_ipykernel(place, python)
+        _require_ipykernel(layout, python)
     else:
         environment = location(account.home)
         python = environment / "bin" / "python"
         if not python.exists():
             # Made as the account, in its home; only its first making waits: kernels need it.
-            made = child.run(command(place, environment), child.account_environment(account),
+            made = child.run(command(layout, environment), child.account_environment(account),
                              timeout=600)
             if made.returncode:
                 log.error("cannot make the notebooks' Python environment %s: %s; kernels use the "
                           "bundled Python, where %%pip install cannot write", environment,
                           made.stderr.strip().splitlines()[-1:] or made.returncode)
-                place.kernel_spec.unlink(missing_ok=True)
+                layout.kernel_spec.unlink(missing_ok=True)
                 return None
-    for folder in reversed(place.kernel_spec.parents[:3]):
+    for folder in reversed(layout.kernel_spec.parents[:3]):
         root_folder(folder, 0o755, None)
     spec = json.dumps(kernel_spec(python), indent=1).encode()
-    write_atomic(place.kernel_spec, spec, mode=0o644)
+    write_atomic(layout.kernel_spec, spec, mode=0o644)
     return environment
 
 
-def command(place: Layout, environment: Path, packages: tuple[str, ...] = ()) -> list[str]:
+def command(layout: Layout, environment: Path, packages: tuple[str, ...] = ()) -> list[str]:
     """This module, run as the account on `environment`."""
     argv = [sys.executable, "-m", "supervisor.kernel_env", str(environment)]
     if packages:
         argv += ["--packages", *packages]
-    return child.as_account(place.account, argv)
+    return child.as_account(layout.account, argv)
 
 
-def _require_ipykernel(place: Layout, python: Path) -> None:
+def _require_ipykernel(layout: Layout, python: Path) -> None:
     try:
-        probe = child.run(child.as_account(place.account, [str(python), "-c", "import ipykernel"]),
-                          child.account_environment(place.account), timeout=120)
+        probe = child.run(child.as_account(layout.account, [str(python), "-c", "import ipykernel"]),
+                          child.account_environment(layout.account), timeout=120)
         ok = probe.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     if not ok:
         raise SettingsError(
-            f"{place.settings.source}: [kernel] python: {python} cannot run ipykernel; "
+            f"{layout.settings.source}: [kernel] python: {python} cannot run ipykernel; "
             f"install it with: {python} -m pip install ipykernel"
         )
 
@@ -117,16 +118,16 @@ class PackageJob:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self, place: Layout, environment: Path | None) -> None:
+    def start(self, layout: Layout, environment: Path | None) -> None:
         if environment is None:
             return
         if self.process is not None:
-            self._again = (place, environment)
+            self._again = (layout, environment)
             return
-        env = child.account_environment(place.account)
+        env = child.account_environment(layout.account)
         env.update({k: os.environ[k] for k in PIP_VARIABLES if k in os.environ})
         try:
-            self.process = child.start(command(place, environment, place.settings.kernel.packages),
+            self.process = child.start(command(layout, environment, layout.settings.kernel.packages),
                                        env, "pip")
         except OSError as error:
             log.error("cannot set up the notebooks' Python: %s", error)
@@ -137,9 +138,9 @@ class PackageJob:
         problem = f"kernel packages not installed ({child.describe_exit(wait_status)})" \
             if wait_status else ""
         if self._again:
-            place, environment = self._again
+            layout, environment = self._again
             self._again = None
-            self.start(place, environment)
+            self.start(layout, environment)
         return problem
 
 
@@ -152,7 +153,8 @@ def make(root: Path) -> None:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
         log.info("made the notebooks' Python environment %s", root)
-    site_packages = Path(sysconfig.get_path("purelib", vars={"base": str(root), "platbase": str(root)}))
+    prefix = {"base": str(root), "platbase": str(root)}
+    site_packages = Path(sysconfig.get_path("purelib", vars=prefix))
     bundled = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     _write(site_packages / BUNDLED_PTH, "".join(f"{p}\n" for p in sorted(bundled)))
     _write(root / CONSTRAINTS, "".join(f"{r}\n" for r in _pins("ipykernel")))

@@ -63,23 +63,23 @@ class Layout:
         return (0o600, None) if self.account.is_self else (0o640, (0, self.account.gid))
 
 
-def layout(settings: Settings) -> Layout:
+def layout_of(settings: Settings) -> Layout:
     return Layout(settings, serving_account(settings))
 
 
-def make_directories(place: Layout) -> None:
-    for folder in (place.settings.state_dir, place.settings.runtime_dir):
+def make_directories(layout: Layout) -> None:
+    for folder in (layout.settings.state_dir, layout.settings.runtime_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    mode, owner = (0o700, None) if place.account.is_self else (0o750, (0, place.account.gid))
-    root_folder(place.config_dir, mode, owner)
-    if not place.account.home.exists():
-        _make_home(place.account)
+    mode, owner = (0o700, None) if layout.account.is_self else (0o750, (0, layout.account.gid))
+    root_folder(layout.config_dir, mode, owner)
+    if not layout.account.home.exists():
+        _make_home(layout.account)
     # As the account, never as root: root_dir is the account's to change. No check first: the
     # account could change it between a check and a use; mkdir -p is a no-op when it exists.
-    made = child.run(child.as_account(place.account, ["mkdir", "-p", "--", str(place.root_dir)]),
-                     child.account_environment(place.account), timeout=30)
+    made = child.run(child.as_account(layout.account, ["mkdir", "-p", "--", str(layout.root_dir)]),
+                     child.account_environment(layout.account), timeout=30)
     if made.returncode:
-        log.error("cannot make root_dir %s as %s: %s", place.root_dir, place.account.name,
+        log.error("cannot make root_dir %s as %s: %s", layout.root_dir, layout.account.name,
                   made.stderr.strip())
 
 

@@ -1,4 +1,4 @@
-"""The mechanics of the daemon's one loop: a signal queue and timers, on an injectable monotonic clock.
+"""The mechanics of the daemon's one loop: a signal queue and timers, on an injectable clock.
 
 Signal handlers only append to the queue and wake the loop through a pipe (as gunicorn's arbiter
 does); everything a signal means happens later, in the loop. Timers hold callables, not names.
@@ -81,7 +81,7 @@ class _Timer:
 
 @dataclass
 class Timers:
-    """Callables due at moments of `clock`; at most one per key, so setting a timer again moves it."""
+    """Callables due at moments of `clock`; one per key, so setting a timer again moves it."""
 
     clock: Clock = time.monotonic
     _timers: dict[object, _Timer] = field(default_factory=dict)

@@ -23,7 +23,7 @@ class Notifier:
         if self.enabled:
             try:
                 self._notifier = sdnotify.SystemdNotifier(debug=True)  # debug: raise, don't hide
-            except Exception as error:  # noqa: BLE001 - an unusable socket must not stop the daemon
+            except Exception as error:
                 log.debug("NOTIFY_SOCKET unusable: %s", error)
         watchdog = os.environ.get("WATCHDOG_USEC", "")
         watchdog_pid = os.environ.get("WATCHDOG_PID", "")
@@ -47,7 +47,8 @@ class Notifier:
         self.send(f"STATUS={text}")
 
     def reloading(self) -> None:
-        self.send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send(f"RELOADING=1\nMONOTONIC_USEC={now}")
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

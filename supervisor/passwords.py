@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 # jupyter_server.auth.passwd's own argon2 parameters, so our hashes are the ones Jupyter makes.
 # argon2-cffi is used directly: importing jupyter_server to reach it costs the daemon 80 ms.
-_ARGON2_PARAMETERS = {"memory_cost": 10240, "time_cost": 10, "parallelism": 8}
+_MEMORY_COST, _TIME_COST, _PARALLELISM = 10240, 10, 8
 
 
 def hash_password(password: str) -> str:
@@ -24,11 +24,12 @@ def hash_password(password: str) -> str:
         raise JupyterRemoteError("password: an empty password is not allowed")
     import argon2
 
-    return "argon2:" + argon2.PasswordHasher(**_ARGON2_PARAMETERS).hash(password)
+    return "argon2:" + argon2.PasswordHasher(
+        memory_cost=_MEMORY_COST, time_cost=_TIME_COST, parallelism=_PARALLELISM).hash(password)
 
 
 def make_initial_password() -> str:
-    """A strong random password (144 bits) that still reads and types well: letters, digits, - and _."""
+    """A strong random password (144 bits) that reads and types well: letters, digits, - and _."""
     return secrets.token_urlsafe(18)
 
 
@@ -37,7 +38,7 @@ def write_hash(path: Path, hashed: str) -> None:
 
 
 def read_hash(settings: Settings) -> str | None:
-    """The configured hash: inline `auth.password_hash` wins over the file; None when neither is set."""
+    """The configured hash: inline `auth.password_hash` wins over the file; None when none is."""
     if settings.auth.password_hash:
         return settings.auth.password_hash
     path = settings.password_path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from supervisor import kernel_env, passwords
 from supervisor.files import write_atomic
-from supervisor.layout import Layout, layout, make_directories
+from supervisor.layout import Layout, layout_of, make_directories
 from supervisor.render import JupyterInputs, live_values, render
 from supervisor.settings import Settings
 from supervisor.tls import CertificateInfo
@@ -18,7 +18,7 @@ from supervisor.tls.watch import ensure_certificate
 
 @dataclass(frozen=True)
 class Prepared:
-    place: Layout
+    layout: Layout
     hashed_password: str
     certificate: CertificateInfo | None  # None: TLS is off
     kernel_env: Path | None  # the notebooks' own environment, unless kernel.python names one
@@ -26,42 +26,42 @@ class Prepared:
 
 def prepare(settings: Settings, live: CertificateInfo | None = None) -> Prepared:
     """`live`: a certificate already live, to start with at once (its renewal is checked later)."""
-    place = layout(settings)
-    make_directories(place)
+    layout = layout_of(settings)
+    make_directories(layout)
     hashed = passwords.ensure_password(settings)
     certificate = None
     if settings.tls_enabled:
-        certificate = live or ensure_certificate(settings, place.account)
-    environment = kernel_env.ensure_kernel(place)
-    write_jupyter_config(place, hashed)
-    return Prepared(place, hashed, certificate, environment)
+        certificate = live or ensure_certificate(settings, layout.account)
+    environment = kernel_env.ensure_kernel(layout)
+    write_jupyter_config(layout, hashed)
+    return Prepared(layout, hashed, certificate, environment)
 
 
-def jupyter_inputs(place: Layout, hashed: str) -> JupyterInputs:
-    tls = place.settings.tls_enabled
+def jupyter_inputs(layout: Layout, hashed: str) -> JupyterInputs:
+    tls = layout.settings.tls_enabled
     return JupyterInputs(
-        home=place.account.home,
+        home=layout.account.home,
         hashed_password=hashed,
-        live_file=place.live_file,
-        certfile=place.store.certfile if tls else None,
-        keyfile=place.store.keyfile if tls else None,
+        live_file=layout.live_file,
+        certfile=layout.store.certfile if tls else None,
+        keyfile=layout.store.keyfile if tls else None,
     )
 
 
-def write_jupyter_config(place: Layout, hashed: str) -> None:
-    mode, owner = place.account_readable
-    document = json.dumps(render(place.settings, jupyter_inputs(place, hashed)), indent=1).encode()
-    write_atomic(place.config_file, document, mode=mode, owner=owner)
+def write_jupyter_config(layout: Layout, hashed: str) -> None:
+    mode, owner = layout.account_readable
+    document = json.dumps(render(layout.settings, jupyter_inputs(layout, hashed)), indent=1).encode()
+    write_atomic(layout.config_file, document, mode=mode, owner=owner)
     # jupyter_core would otherwise try to write this marker of its IPython-3 migration into a
     # folder the account cannot write, and Jupyter would fail to start.
-    migrated = place.config_dir / "migrated"
+    migrated = layout.config_dir / "migrated"
     if not migrated.exists():
         write_atomic(migrated, b"", mode=0o644)
-    write_live_values(place, hashed)
+    write_live_values(layout, hashed)
 
 
-def write_live_values(place: Layout, hashed: str) -> None:
+def write_live_values(layout: Layout, hashed: str) -> None:
     """What the extension applies to the running Jupyter within a second, without a restart."""
-    mode, owner = place.account_readable
-    document = json.dumps(live_values(place.settings, hashed)).encode()
-    write_atomic(place.live_file, document, mode=mode, owner=owner)
+    mode, owner = layout.account_readable
+    document = json.dumps(live_values(layout.settings, hashed)).encode()
+    write_atomic(layout.live_file, document, mode=mode, owner=owner)

@@ -1,4 +1,5 @@
-"""The settings as the rest of jupyter-remote uses them: frozen, typed records and the paths they imply.
+"""The settings as the rest of jupyter-remote uses them: frozen, typed records, and the paths they
+imply.
 
 Validation lives in supervisor.schema (pydantic), which fills these records; supervisor.loading
 runs it, in a short-lived child for the resident daemon, so the daemon never holds pydantic. This

@@ -400,7 +400,7 @@ def test_an_interrupted_switch_is_cleaned_up_and_the_live_certificate_kept(tls_s
 def test_a_live_link_to_a_deleted_version_is_repaired(tls_settings, tls_server):
     settings = tls_settings()
     ensure(settings)
-    second = ensure(settings, force="test")
+    second = ensure(settings, renew_because="test")
     store = store_of(settings)
     shutil.rmtree(store.versions / second.version)
     outcome = ensure(settings)
@@ -466,7 +466,7 @@ def test_a_failed_issuance_leaves_the_live_certificate_and_says_why_in_one_line(
     assert [p.name for p in store.versions.iterdir()] == [first.version]  # no half-written version
     assert sha256(live_leaf(settings)) == first.sha256
     serve_live(settings, tls_server).handshake(store.ca_certificate, "localhost")
-    assert ensure(settings, force="disk has room again").issued
+    assert ensure(settings, renew_because="disk has room again").issued
 
 
 def test_a_state_folder_that_cannot_hold_versions_is_a_clear_error(tls_settings):

@@ -126,7 +126,7 @@ def test_50_renewals_reach_new_connections_and_drop_nothing(serving):
                 assert result.stdout.startswith("certificate issued: version ")
                 new = (store.meta() or {})["sha256"]
             else:
-                outcome = lifecycle.ensure_current(settings, account, force=f"test renewal {number}")
+                outcome = lifecycle.ensure_current(settings, account, renew_because=f"test renewal {number}")
                 assert outcome.issued
                 new = outcome.sha256
             renewed = time.monotonic()
@@ -157,7 +157,7 @@ def test_renewals_faster_than_the_swap_never_restart_jupyter(serving):
     kernel = open_kernel(serving.base, serving.ca, serving.password)
     jupyter_pid = serving.daemon.status()["jupyter_pid"]
     for number in range(60):  # a `cert renew` loop in a script: one every 0.1 s
-        lifecycle.ensure_current(settings, account, force=f"rapid renewal {number}")
+        lifecycle.ensure_current(settings, account, renew_because=f"rapid renewal {number}")
         time.sleep(0.1)
     time.sleep(4)  # several health probes after the last one
     assert serving.daemon.status()["jupyter_pid"] == jupyter_pid

@@ -4,6 +4,7 @@ short-lived children and reports a CertificateInfo."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,3 +29,8 @@ class CertificateInfo:
         if not self.not_after:
             return None
         return (datetime.fromisoformat(self.not_after) - now).days
+
+
+def sha256_fingerprint(der: bytes) -> str:
+    """The SHA-256 of a certificate's DER form, lowercase hex: how the daemon names certificates."""
+    return hashlib.sha256(der).hexdigest()

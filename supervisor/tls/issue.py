@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes as PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from supervisor.tls import sha256_fingerprint
 from supervisor.tls.names import Names
 
 CA_LIFETIME = timedelta(days=3650)
@@ -41,13 +43,33 @@ class Issued:
         )
 
 
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_matches(key: PrivateKey, certificate: x509.Certificate) -> bool:
+    """Whether `key` is the private half of the certificate's public key."""
+    return key.public_key().public_bytes(*_SPKI) == certificate.public_key().public_bytes(*_SPKI)
+
+
+def certificate_sha256(certificate: x509.Certificate) -> str:
+    return sha256_fingerprint(certificate.public_bytes(serialization.Encoding.DER))
+
+
+def _key_usage(**allowed: bool) -> x509.KeyUsage:
+    """KeyUsage with only the `allowed` usages set."""
+    usages = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+              "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{usage: allowed.get(usage, False) for usage in usages})
+
+
 def make_ca(permitted_dns: list[str], now: datetime) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jupyter-remote"),
         # Host and date make each CA's name unique in a trust store that holds several.
         x509.NameAttribute(
-            NameOID.COMMON_NAME, f"jupyter-remote CA {socket.gethostname()[:30]} {now:%Y-%m-%d %H%M%S}"
+            NameOID.COMMON_NAME,
+            f"jupyter-remote CA {socket.gethostname()[:30]} {now:%Y-%m-%d %H%M%S}",
         ),
     ])
     public = key.public_key()
@@ -60,14 +82,7 @@ def make_ca(permitted_dns: list[str], now: datetime) -> Issued:
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now - CLOCK_SKEW + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(
             x509.NameConstraints(
                 permitted_subtrees=[x509.DNSName(n) for n in sorted(set(permitted_dns))],
@@ -101,14 +116,7 @@ def make_leaf(ca: Issued, names: Names, validity_days: int, now: datetime) -> Is
         .not_valid_after(now - CLOCK_SKEW + timedelta(days=validity_days))
         .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(

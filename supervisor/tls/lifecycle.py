@@ -6,10 +6,9 @@ certificate match. Either way a failure leaves the live certificate as it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from cryptography import x509
@@ -35,17 +34,18 @@ log = logging.getLogger(__name__)
 CA_REPLACED = "replaced.json"  # why and when the CA was last replaced: users must trust it again
 CA_NOTICE_DAYS = 30
 NO_CA = "no CA yet"
-CLOUD_FILE = "cloud.json"  # the last public names the metadata service told, for when it does not answer
+# The last public names the metadata service told, for when it does not answer.
+CLOUD_FILE = "cloud.json"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def ensure_current(
-    settings: Settings, account: Account, now: datetime | None = None, *, force: str = ""
+    settings: Settings, account: Account, now: datetime | None = None, *, renew_because: str = ""
 ) -> CertificateInfo:
-    """Make the live certificate present and current; `force` names a reason to renew anyway."""
+    """Make the live certificate present and current; `renew_because` is a reason to renew now whatever the rule says."""
     now = now or utcnow()
     store = CertificateStore(settings.state_dir, account)
     try:
@@ -54,7 +54,7 @@ def ensure_current(
             store.repair()
             if settings.tls.mode == "files":
                 return _import_files(settings, store, now)
-            return _self_signed(settings, store, now, force)
+            return _self_signed(settings, store, now, renew_because)
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         raise JupyterRemoteError(
@@ -63,13 +63,15 @@ def ensure_current(
         ) from None
 
 
-def _self_signed(settings: Settings, store: CertificateStore, now: datetime, force: str) -> CertificateInfo:
+def _self_signed(
+    settings: Settings, store: CertificateStore, now: datetime, renew_because: str
+) -> CertificateInfo:
     cloud = current_cloud_identity(settings, store, remember=True)
     wanted = wanted_names(settings, cloud)
     ca = _load_ca(store)
     had_ca = store.ca_certificate.exists()
     ca_reason = _ca_replacement_reason(ca, had_ca, wanted, now, settings.tls.validity_days)
-    if ca_reason:
+    if ca_reason or ca is None:
         ca = issue.make_ca(_permitted_dns(wanted, cloud), now)
         write_atomic(store.ca_key, ca.key_pem, mode=0o600)
         write_atomic(store.ca_certificate, ca.certificate_pem, mode=0o644)
@@ -79,7 +81,7 @@ def _self_signed(settings: Settings, store: CertificateStore, now: datetime, for
         log.info("local CA made: %s", ca_reason)
 
     live = _load_live(store)
-    reason = force
+    reason = renew_because
     if not reason:
         if live is None:
             reason = "no live certificate"
@@ -90,10 +92,12 @@ def _self_signed(settings: Settings, store: CertificateStore, now: datetime, for
     if not reason:
         return _outcome(store, now)
     leaf = issue.make_leaf(ca, wanted, settings.tls.validity_days, now)
-    version = store.add_version(leaf.certificate_pem, leaf.key_pem, _meta("self-signed", leaf.certificate, now))
+    meta = _meta("self-signed", leaf.certificate, now)
+    version = store.add_version(leaf.certificate_pem, leaf.key_pem, meta)
     store.switch(version)
     store.prune()
-    log.info("certificate issued (%s), valid until %s", reason, f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
+    log.info("certificate issued (%s), valid until %s", reason,
+             f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
     return _outcome(store, now, issued=True, reason=reason)
 
 
@@ -135,7 +139,8 @@ def current_cloud_identity(
         log.warning("%s; using the last public names it told", error)
         return CloudIdentity(known.get("public_ipv4"), known.get("public_hostname"))
     if cloud is not None and remember:
-        document = json.dumps({"public_ipv4": cloud.public_ipv4, "public_hostname": cloud.public_hostname})
+        document = json.dumps({"public_ipv4": cloud.public_ipv4,
+                               "public_hostname": cloud.public_hostname})
         try:
             unchanged = path.read_text() == document
         except OSError:
@@ -147,28 +152,33 @@ def current_cloud_identity(
 
 def _import_files(settings: Settings, store: CertificateStore, now: datetime) -> CertificateInfo:
     chain_pem, key_pem, leaf = read_certificate_files(settings, now)
-    notices = []
+    notices: tuple[str, ...] = ()
     left = leaf.not_valid_after_utc - now
     if left < timedelta(days=settings.tls.renew_before_days):
-        notices.append(f"{settings.tls.cert_file} expires in {left.days} days: is certbot renewing it?")
+        notices = (f"{settings.tls.cert_file} expires in {left.days} days: "
+                   "is certbot renewing it?",)
     live = _load_live(store)
-    if live is not None and _sha256(live) == _sha256(leaf):
+    if live is not None and issue.certificate_sha256(live) == issue.certificate_sha256(leaf):
         return _outcome(store, now, notices=notices)
     version = store.add_version(chain_pem, key_pem, _meta("files", leaf, now))
     store.switch(version)
     store.prune()
-    return _outcome(store, now, issued=True, reason=f"imported {settings.tls.cert_file}", notices=notices)
+    return _outcome(store, now, issued=True, reason=f"imported {settings.tls.cert_file}",
+                    notices=notices)
 
 
-def read_certificate_files(settings: Settings, now: datetime) -> tuple[bytes, bytes, x509.Certificate]:
+def read_certificate_files(
+    settings: Settings, now: datetime
+) -> tuple[bytes, bytes, x509.Certificate]:
     """certbot's pair, validated: both parse, the key matches, and the certificate is in date."""
     tls, where = settings.tls, f"{settings.source}: [tls]"
     contents = {}
-    for key in ("cert_file", "key_file"):
+    for name in ("cert_file", "key_file"):
+        path = getattr(tls, name)
         try:
-            contents[key] = Path(getattr(tls, key)).read_bytes()
+            contents[name] = Path(path).read_bytes()
         except OSError as error:
-            raise SettingsError(f"{where} {key}: cannot read {getattr(tls, key)}: {error.strerror}") from None
+            raise SettingsError(f"{where} {name}: cannot read {path}: {error.strerror}") from None
     try:
         chain = x509.load_pem_x509_certificates(contents["cert_file"])
     except ValueError:
@@ -176,18 +186,17 @@ def read_certificate_files(settings: Settings, now: datetime) -> tuple[bytes, by
     try:
         key = serialization.load_pem_private_key(contents["key_file"], password=None)
     except (ValueError, TypeError):
-        raise SettingsError(f"{where} key_file: not an unencrypted PEM private key: {tls.key_file}") from None
+        raise SettingsError(
+            f"{where} key_file: not an unencrypted PEM private key: {tls.key_file}") from None
     leaf = chain[0]
-    if key.public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
-        raise SettingsError(f"{where} key_file: does not match cert_file ({tls.key_file}, {tls.cert_file})")
+    if not issue.key_matches(key, leaf):
+        raise SettingsError(
+            f"{where} key_file: does not match cert_file ({tls.key_file}, {tls.cert_file})")
     if leaf.not_valid_after_utc <= now:
         raise SettingsError(
             f"{where} cert_file: expired on {leaf.not_valid_after_utc:%Y-%m-%d}: {tls.cert_file}"
         )
     return contents["cert_file"], contents["key_file"], leaf
-
-
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _permitted_dns(wanted: Names, cloud: CloudIdentity | None) -> list[str]:
@@ -204,8 +213,8 @@ def _load_ca(store: CertificateStore) -> issue.Issued | None:
         key = serialization.load_pem_private_key(store.ca_key.read_bytes(), password=None)
     except (OSError, ValueError, TypeError):
         return None
-    if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
-        log.warning("the local CA's key does not match its certificate (an interrupted replacement)")
+    if not issue.key_matches(key, certificate):
+        log.warning("the local CA's key does not match its certificate (a replacement cut short)")
         return None
     return issue.Issued(certificate, key)  # type: ignore[arg-type]
 
@@ -220,20 +229,17 @@ def _load_live(store: CertificateStore) -> x509.Certificate | None:
     except (OSError, ValueError, TypeError):
         log.warning("the live certificate %s is unreadable; issuing a new one", version.name)
         return None
-    if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
-        log.warning("the live certificate %s does not match its key; issuing a new one", version.name)
+    if not issue.key_matches(key, certificate):
+        log.warning("the live certificate %s does not match its key; issuing a new one",
+                    version.name)
         return None
     return certificate
-
-
-def _sha256(certificate: x509.Certificate) -> str:
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str, object]:
     return {
         "source": source,
-        "sha256": _sha256(certificate),
+        "sha256": issue.certificate_sha256(certificate),
         "not_before": certificate.not_valid_before_utc.isoformat(),
         "not_after": certificate.not_valid_after_utc.isoformat(),
         "made": now.isoformat(),
@@ -242,13 +248,13 @@ def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str
 
 def _outcome(
     store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
-    notices: list[str] = (),
+    notices: tuple[str, ...] = (),
 ) -> CertificateInfo:
     meta = store.meta() or {}
     version = store.live_version()
-    notices = [*notices, *ca_notices(store, now)]
     return CertificateInfo(version.name if version else "", meta.get("not_after", ""),
-                           meta.get("sha256", ""), issued, reason, tuple(notices))
+                           meta.get("sha256", ""), issued, reason,
+                           (*notices, *ca_notices(store, now)))
 
 
 def ca_notices(store: CertificateStore, now: datetime) -> list[str]:

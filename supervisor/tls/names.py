@@ -40,7 +40,7 @@ class CloudIdentity:
 
     @property
     def public_dns_suffix(self) -> str | None:
-        """ec2-1-2-3-4.compute-1.amazonaws.com -> compute-1.amazonaws.com: stable across restarts."""
+        """ec2-1-2-3-4.compute-1.amazonaws.com -> compute-1.amazonaws.com: stable across stops."""
         if not self.public_hostname or "." not in self.public_hostname:
             return None
         return self.public_hostname.split(".", 1)[1]
@@ -108,7 +108,8 @@ def cloud_identity(settings: Settings) -> CloudIdentity | None:
         with opener.open(token_request, timeout=IMDS_TIMEOUT) as response:
             token = response.read().decode()
     except OSError as error:  # URLError and timeouts are OSErrors
-        raise MetadataUnavailable(f"no answer from the metadata service at {base}: {error}") from None
+        raise MetadataUnavailable(
+            f"no answer from the metadata service at {base}: {error}") from None
 
     def get(item: str) -> str | None:
         request = urllib.request.Request(

@@ -1,4 +1,4 @@
-"""When a certificate must be (re)issued: a pure function of the certificate, the names and `now`."""
+"""When a certificate must be (re)issued: a pure function of the certificate, names and `now`."""
 
 from __future__ import annotations
 

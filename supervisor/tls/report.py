@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from supervisor.accounts import Account
 from supervisor.settings import Settings
+from supervisor.tls.issue import certificate_sha256
 from supervisor.tls.lifecycle import ca_notices, current_cloud_identity
 from supervisor.tls.names import wanted_names
 from supervisor.tls.policy import certificate_names, renewal_reason
@@ -19,7 +18,7 @@ NO_CERTIFICATE = "no certificate yet: `jupyter-remote run` makes one at its firs
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
-    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+    digest = certificate_sha256(certificate).upper()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 

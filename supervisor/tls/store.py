@@ -1,7 +1,7 @@
 """Versioned certificate storage with one atomic switch of what is live (as certbot's storage does).
 
     <state_dir>/tls/ca/ca.pem, ca-key.pem      the local CA (folder and key: root alone)
-    <state_dir>/tls/versions/0007/             one issued or imported certificate, complete or absent
+    <state_dir>/tls/versions/0007/             one issued or imported certificate, whole or absent
         fullchain.pem  privkey.pem  meta.json  (privkey: the Jupyter account alone)
     <state_dir>/tls/live -> versions/0007      replaced by rename: never half-switched
 
@@ -115,9 +115,11 @@ class CertificateStore:
         for staging in self.versions.glob(".new-*"):
             shutil.rmtree(staging, ignore_errors=True)
         if self.live_version() is None:
-            complete = [v for v in self._complete_versions() if (v / CHAIN).is_file() and (v / KEY).is_file()]
+            complete = [v for v in self._complete_versions()
+                        if (v / CHAIN).is_file() and (v / KEY).is_file()]
             if complete:
-                log.warning("the live certificate link was broken; pointing it at %s", complete[-1].name)
+                log.warning("the live certificate link was broken; pointing it at %s",
+                            complete[-1].name)
                 self.switch(complete[-1])
             elif self.live.is_symlink():
                 self.live.unlink()
@@ -129,4 +131,5 @@ class CertificateStore:
             shutil.rmtree(version, ignore_errors=True)
 
     def _complete_versions(self) -> list[Path]:
-        return sorted((p for p in self.versions.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        numbered = (p for p in self.versions.iterdir() if p.name.isdigit())
+        return sorted(numbered, key=lambda p: int(p.name))

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from supervisor import isolated
 from supervisor.accounts import Account
@@ -29,20 +29,20 @@ FILES_CHECK = 5.0  # certbot's files are looked at this often in files mode
 FileStamp = tuple[tuple[int, int, int] | None, ...]
 
 
-def ensure_certificate(settings: Settings, account: Account, force: str = "") -> CertificateInfo:
+def ensure_certificate(settings: Settings, account: Account) -> CertificateInfo:
     """Present and current TLS material, made in a short-lived child; waits for it."""
-    info = CertificateInfo.from_dict(isolated.call(_ensure_here, settings, account, force,
+    info = CertificateInfo.from_dict(isolated.call(_ensure_here, settings, account,
                                                    what="a certificate worker"))
     for notice in info.notices:
         log.warning("%s", notice)
     return info
 
 
-def _ensure_here(settings: Settings, account: Account, force: str) -> CertificateInfo:
+def _ensure_here(settings: Settings, account: Account) -> CertificateInfo:
     # Imported here, in the child: the resident daemon never loads cryptography.
     from supervisor.tls import lifecycle
 
-    return lifecycle.ensure_current(settings, account, force=force)
+    return lifecycle.ensure_current(settings, account)
 
 
 def live_certificate(store: CertificateStore) -> CertificateInfo | None:
@@ -97,7 +97,7 @@ class CertificateWatcher:
         return self.clock() - self.changed_at
 
     def days_left(self) -> int | None:
-        return self.live.days_left(datetime.now(timezone.utc)) if self.live else None
+        return self.live.days_left(datetime.now(UTC)) if self.live else None
 
     def start_check(self) -> None:
         """Check in a child, without waiting; the loop calls `read` when `check.fd` is readable."""
@@ -105,7 +105,7 @@ class CertificateWatcher:
         if self.check is not None or self.settings is None or self.live is None:
             return
         self.check = isolated.start("a certificate worker", _ensure_here, self.settings,
-                                    self.account, "")
+                                    self.account)
 
     def read(self) -> None:
         assert self.check is not None
