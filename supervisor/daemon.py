@@ -215,7 +215,12 @@ class Daemon:
         for pid, wait_status in child.reap_all():
             if self.jupyter is not None and pid == self.jupyter.pid:
                 self.jupyter.process.returncode = os.waitstatus_to_exitcode(wait_status)
-                self._jupyter_exited(child.describe_exit(wait_status))
+                how = child.describe_exit(wait_status)
+                if self.state is State.STARTING and child.port_in_use(self.settings):
+                    # Taken between our look and Jupyter's bind: port_retries = 0 made it exit.
+                    server = self.settings.server
+                    how += f": port {server.port} on {server.ip} is in use by another program"
+                self._jupyter_exited(how)
             elif pid == self.packages.pid:
                 problem = self.packages.finished(wait_status)
                 if problem:

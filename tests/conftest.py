@@ -58,8 +58,9 @@ def make_settings(folder: Path, account: Account) -> Callable[..., Path]:
 def start_daemon(folder: Path) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
-    def start(settings: Path, **env: str) -> DaemonProcess:
-        daemon = DaemonProcess(settings, folder, extra_env=env).start()
+    def start(settings: Path, on_notify: Callable[[str], None] | None = None,
+              **env: str) -> DaemonProcess:
+        daemon = DaemonProcess(settings, folder, extra_env=env, on_notify=on_notify).start()
         started.append(daemon)
         return daemon
 

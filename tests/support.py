@@ -80,7 +80,8 @@ class Account:
 class NotifyListener:
     """A real NOTIFY_SOCKET: a datagram socket whose messages a thread collects with their time."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, on_message: Callable[[str], None] | None = None) -> None:
+        self.on_message = on_message  # called on the listener's thread as each datagram arrives
         self.path = folder / f"notify-{uuid.uuid4().hex[:8]}.sock"
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.bind(str(self.path))
@@ -99,6 +100,8 @@ class NotifyListener:
                 continue
             with self._lock:
                 self.messages.append((time.monotonic(), data.decode()))
+            if self.on_message:
+                self.on_message(data.decode())
 
     def lines(self) -> list[str]:
         with self._lock:
@@ -131,6 +134,7 @@ class DaemonProcess:
     settings: Path
     folder: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    on_notify: Callable[[str], None] | None = None
     process: subprocess.Popen[bytes] | None = None
     notify: NotifyListener | None = None
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -140,7 +144,7 @@ class DaemonProcess:
         return self.folder / f"daemon-{self.name}.log"
 
     def start(self) -> "DaemonProcess":
-        self.notify = NotifyListener(self.folder)
+        self.notify = NotifyListener(self.folder, self.on_notify)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env.update(NOTIFY_SOCKET=str(self.notify.path), **self.extra_env)
         self._log = open(self.log_path, "ab")

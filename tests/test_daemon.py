@@ -12,6 +12,7 @@ import time
 import psutil
 import requests
 
+from conftest import Serving, settings_port
 from support import cli, free_port, wait_until
 
 
@@ -24,9 +25,23 @@ def api_answers(base: str, ca: str) -> bool:
         return False
 
 
-def test_ready_means_serving_verified_tls_and_a_working_kernel(serving):
-    # READY=1 came (the fixture waited): at that moment /api already answers over verified TLS.
-    assert api_answers(serving.base, serving.ca)
+def test_ready_means_serving_verified_tls_and_a_working_kernel(make_settings, start_daemon,
+                                                               folder):
+    settings = make_settings()
+    port = settings_port(settings)
+    base, ca = f"https://127.0.0.1:{port}", str(folder / "state" / "tls" / "ca" / "ca.pem")
+    at_ready: list[bool] = []
+
+    def ask_at_once(message: str) -> None:
+        # The moment READY=1 arrives, not later: a premature READY would find nothing serving.
+        if message == "READY=1" and not at_ready:
+            at_ready.append(api_answers(base, ca))
+
+    daemon = start_daemon(settings, on_notify=ask_at_once)
+    daemon.wait_ready()
+    serving = Serving(daemon, settings, folder, port)
+    wait_until(lambda: at_ready, 10, "the check made at READY=1")
+    assert at_ready == [True]
     lines = serving.daemon.notify.lines()
     ready = lines.index("READY=1")
     assert f"STATUS=Serving https://127.0.0.1:{serving.port}/lab" in lines[ready:]
@@ -112,13 +127,18 @@ def test_a_stopped_jupyter_is_detected_and_replaced(serving):
 
 
 def test_busy_port_is_a_clear_error_retried_never_another_port(make_settings, start_daemon):
+    settings = make_settings()
+    port = settings_port(settings)
     holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    port = holder.getsockname()[1]
-    daemon = start_daemon(make_settings(server={"port": port}))
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    daemon = start_daemon(settings)
     try:
-        wait_until(lambda: daemon.log().count(f"port {port} on 127.0.0.1 is in use") >= 2, 20,
+        # Taken after the daemon's own look at the port and before Jupyter binds it (Jupyter
+        # takes a second to import): Jupyter itself meets the busy port, with port_retries = 0.
+        wait_until(lambda: "Jupyter started as" in daemon.log(), 30, "Jupyter spawned")
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        wait_until(lambda: daemon.log().count(f"port {port} on 127.0.0.1 is in use") >= 2, 60,
                    "two failed attempts")
         assert not daemon.notify.count("READY=1")
         listening = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == "LISTEN"
