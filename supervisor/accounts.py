@@ -21,10 +21,6 @@ class Account:
     def is_self(self) -> bool:
         return self.uid == os.geteuid()
 
-    @property
-    def owner(self) -> tuple[int, int]:
-        return self.uid, self.gid
-
 
 def serving_account(settings: Settings) -> Account:
     """Run by root, the daemon serves as `server.user` (never root); run by anyone else, as them."""

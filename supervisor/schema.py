@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from supervisor.errors import SettingsError
 from supervisor.settings import Settings, is_loopback, looks_like_password_hash
+from supervisor.trust import untrusted
 
 MAX_VALIDITY_DAYS = 825  # Apple's limit for TLS server certificates
 TLS_MODES = ("self-signed", "files", "off")
@@ -243,6 +244,26 @@ def _cross_checks(settings: Settings, euid: int) -> list[str]:
         else:
             if account.pw_uid == 0:
                 problems.append(f"[server] user: must not be root (uid 0), got {json.dumps(server.user)}")
+        problems += _untrusted_paths(settings)
+    return problems
+
+
+def _untrusted_paths(settings: Settings) -> list[str]:
+    """Paths root writes, or reads secrets from, that another user could replace."""
+    tls = settings.tls
+    paths = {
+        "[paths] state_dir": settings.state_dir,
+        "[paths] runtime_dir": settings.runtime_dir,
+        "[auth] password_file": None if settings.auth.password_hash else settings.password_path,
+        "[tls] cert_file": Path(tls.cert_file) if tls.mode == "files" and tls.cert_file else None,
+        "[tls] key_file": Path(tls.key_file) if tls.mode == "files" and tls.key_file else None,
+    }
+    problems = []
+    for key, path in paths.items():
+        reason = untrusted(path) if path else None
+        if reason:
+            problems.append(f"{key}: refused, {reason} (root must be the only one who can "
+                            f"replace it), got {json.dumps(str(path))}")
     return problems
 
 

@@ -74,6 +74,7 @@ def settings_text(sections: dict[str, dict[str, Any]]) -> str:
 class Account:
     name: str
     uid: int
+    gid: int
     home: Path
 
 
@@ -322,7 +323,7 @@ def make_account() -> Account:
         import pwd
 
         entry = pwd.getpwuid(os.geteuid())
-        return Account(entry.pw_name, entry.pw_uid, Path(entry.pw_dir))
+        return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
     name = f"jrtest{uuid.uuid4().hex[:8]}"
     home = open_folder("jr-home-") / name
     subprocess.run(
@@ -331,7 +332,8 @@ def make_account() -> Account:
     )
     import pwd
 
-    return Account(name, pwd.getpwnam(name).pw_uid, home)
+    entry = pwd.getpwnam(name)
+    return Account(name, entry.pw_uid, entry.pw_gid, home)
 
 
 def remove_account(account: Account) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Serving, settings_port
-from support import JUPYTER_REMOTE, NotifyListener, stop_tree, wait_until
+from support import JUPYTER_REMOTE, NotifyListener, cli, stop_tree, wait_until
 
 PROBE = """
 import errno, json, os
@@ -162,3 +162,41 @@ def test_scripts_refuse_a_development_folder_another_user_could_have_made(accoun
         assert not accepted(Path("/tmp/jr-not-made-yet"))  # /tmp: anyone may make it first
     finally:
         shutil.rmtree(parent)
+
+
+def test_root_refuses_paths_the_account_could_replace(make_settings, folder, account):
+    """Files mode with certbot's pair in a folder the account owns: swapped for symlinks to a
+    root-only key, root would copy that key where the account reads it. Refused, key named."""
+    if os.geteuid() != 0:
+        pytest.skip("only root must distrust other users' folders")
+    theirs = folder / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, account.uid, account.gid)
+    (theirs / "fullchain.pem").write_text("")
+    (theirs / "privkey.pem").symlink_to("/etc/shadow")
+    settings = make_settings(tls={"mode": "files", "cert_file": str(theirs / "fullchain.pem"),
+                                  "key_file": str(theirs / "privkey.pem")})
+    result = cli("check", "--settings", str(settings))
+    assert result.returncode == 78
+    assert "[tls] cert_file: refused" in result.stderr and "[tls] key_file: refused" in result.stderr
+    assert f"{theirs} belongs to {account.name}" in result.stderr
+
+    # A state folder below one the account owns: it could plant `tls` as a symlink.
+    settings = make_settings(paths={"state_dir": str(theirs / "state"),
+                                    "runtime_dir": str(folder / "run")})
+    result = cli("check", "--settings", str(settings))
+    assert result.returncode == 78 and "[paths] state_dir: refused" in result.stderr
+
+    # A runtime folder anyone may make first (in /tmp, not made yet).
+    settings = make_settings(paths={"state_dir": str(folder / "state"),
+                                    "runtime_dir": f"/tmp/jr-not-made-{os.getpid()}"})
+    result = cli("check", "--settings", str(settings))
+    assert result.returncode == 78 and "[paths] runtime_dir: refused" in result.stderr
+    assert "could make" in result.stderr
+
+    # The same folders, root's: accepted.
+    theirs.chmod(0o755)
+    os.chown(theirs, 0, 0)
+    settings = make_settings(paths={"state_dir": str(theirs / "state"),
+                                    "runtime_dir": str(folder / "run")})
+    assert cli("check", "--settings", str(settings)).returncode == 0

@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -168,7 +169,7 @@ def own_addresses() -> set[str]:
 
 def run_as(account: Any, code: str) -> subprocess.CompletedProcess[str]:
     entry = pwd.getpwnam(account.name)
-    return subprocess.run(["/usr/bin/python3", "-c", code], user=entry.pw_uid, group=entry.pw_gid,
+    return subprocess.run([sys.executable, "-c", code], user=entry.pw_uid, group=entry.pw_gid,
                           extra_groups=[], capture_output=True, text=True, timeout=30)
 
 
@@ -222,17 +223,24 @@ def test_file_modes_and_owners(tls_settings, account):
     ca_key = store.ca_key.stat()
     assert (ca_key.st_mode & 0o777, ca_key.st_uid) == (0o600, 0)
     leaf_key = store.keyfile.stat()
-    assert (leaf_key.st_mode & 0o777, leaf_key.st_uid) == (0o600, account.uid)
+    # Root's, the account's group may read it: Jupyter loads it, and cannot replace it.
+    assert (leaf_key.st_mode & 0o777, leaf_key.st_uid, leaf_key.st_gid) == (0o640, 0, account.gid)
     assert store.certfile.stat().st_mode & 0o777 == 0o644
+    lock = (store.root / ".lock").stat()
+    assert (lock.st_mode & 0o777, lock.st_uid) == (0o600, 0)
 
-    # What those bits mean to the Jupyter account: its own key yes, the CA's key no.
+    # What those bits mean to the Jupyter account: its key to read, not to change; the CA's key
+    # not at all; the lock not at all (holding it would stall every renewal).
     result = run_as(account, (
-        f"for path in {[str(store.keyfile), str(store.ca_key)]!r}:\n"
-        "    try:\n        open(path, 'rb').read(1); print('read', path)\n"
-        "    except PermissionError:\n        print('denied', path)\n"
+        "import fcntl\n"
+        f"for path, how in {[(str(store.keyfile), 'rb'), (str(store.keyfile), 'r+b'), (str(store.ca_key), 'rb'), (str(store.root / '.lock'), 'rb')]!r}:\n"
+        "    try:\n        fcntl.flock(open(path, how), fcntl.LOCK_EX | fcntl.LOCK_NB); print('opened', how, path)\n"
+        "    except PermissionError:\n        print('denied', how, path)\n"
     ))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == [f"read {store.keyfile}", f"denied {store.ca_key}"]
+    assert result.stdout.split("\n")[:4] == [
+        f"opened rb {store.keyfile}", f"denied r+b {store.keyfile}", f"denied rb {store.ca_key}",
+        f"denied rb {store.root / '.lock'}"]
 
 
 def test_leaf_verifies_against_the_ca_for_local_names(tls_settings, tls_server):

@@ -2,7 +2,7 @@
 
     <state_dir>/tls/ca/ca.pem, ca-key.pem      the local CA (folder and key: root alone)
     <state_dir>/tls/versions/0007/             one issued or imported certificate, whole or absent
-        fullchain.pem  privkey.pem  meta.json  (privkey: the Jupyter account alone)
+        fullchain.pem  privkey.pem  meta.json  (privkey: root's, readable by the account's group)
     <state_dir>/tls/live -> versions/0007      replaced by rename: never half-switched
 
 A version folder is filled under a temporary name and renamed into place, so a reader never sees
@@ -60,14 +60,24 @@ class CertificateStore:
     def prepare(self) -> None:
         for folder, mode in ((self.root, 0o755), (self.versions, 0o755), (self.ca_dir, 0o700)):
             folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(folder, mode)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """One writer at a time: the daemon and `cert renew` may both issue."""
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        """One writer at a time: the daemon and `cert renew` may both issue. The lock file is
+        root's alone: anyone who could open it could hold the lock and stall every renewal."""
+        fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)
 
     def live_version(self) -> Path | None:
         try:
@@ -90,7 +100,10 @@ class CertificateStore:
         try:
             os.chmod(staging, 0o755)
             write_atomic(staging / CHAIN, chain_pem, mode=0o644)
-            write_atomic(staging / KEY, key_pem, mode=0o600, owner=self.account.owner)
+            # Root's, readable by the account's group: Jupyter reads it, and cannot replace what
+            # root parses next time.
+            mode, owner = (0o600, None) if self.account.is_self else (0o640, (0, self.account.gid))
+            write_atomic(staging / KEY, key_pem, mode=mode, owner=owner)
             write_atomic(staging / META, json.dumps(meta, indent=1).encode(), mode=0o644)
             number = max((int(p.name) for p in self._complete_versions()), default=0) + 1
             final = self.versions / f"{number:04d}"
