@@ -15,6 +15,16 @@ from support import (
 )
 
 
+# A test that uses one of these starts a real Jupyter: `scripts/test --fast` leaves it out.
+JUPYTER_FIXTURES = {"start_daemon", "serve", "serving"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if JUPYTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.jupyter)
+
+
 @pytest.fixture(scope="session")
 def account() -> Iterator[Account]:
     """The account Jupyter runs as: a throwaway one when the tests run as root (as on CI)."""

@@ -38,6 +38,7 @@ print(json.dumps({"tty": tty, "sid": os.getsid(0), "fds": fds}))
 """
 
 
+@pytest.mark.jupyter
 def test_notebooks_never_hold_the_terminal_or_stdio_the_daemon_was_started_from(
         make_settings, folder, account):
     """`sudo jupyter-remote run` from a root shell: a kernel must not be able to type into that
