@@ -243,6 +243,11 @@ class Daemon:
         assert self.prepared is not None
         self.certificates.notice_renewal_elsewhere(self.prepared.layout.store)
         self._notice_upgrade()
+        if self.state is State.RUNNING and self.jupyter.is_stopped():
+            # A stopped process answers nothing: no need to wait out a probe's timeout to know,
+            # so a SIGSTOPped Jupyter is replaced within three health intervals.
+            self._judge(Answer(None, "its process is stopped (SIGSTOP)"), serves=False)
+            return
         self.probe_cpu = self.jupyter.cpu_seconds()
         server = self.settings.server
         target = Target(local_address(server.ip), server.port, f"{server.base_url}api",

@@ -25,6 +25,8 @@ import psutil
 import requests
 import websocket
 
+from supervisor.child import process_tree  # the daemon's own listing: tests stop what it would
+
 JUPYTER_REMOTE = str(Path(sys.executable).parent / "jupyter-remote")
 
 
@@ -185,13 +187,6 @@ class DaemonProcess:
         if self.notify:
             self.notify.close()
         return code
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
 
 
 def stop_tree(process: subprocess.Popen[bytes], timeout: float) -> int:
