@@ -99,6 +99,7 @@ def run(settings: SettingsOption = None) -> None:
 def check(settings: SettingsOption = None) -> None:
     """Validate settings, password and TLS material; print a summary."""
     from supervisor import passwords
+    from supervisor.advice import settings_warnings
     from supervisor.layout import layout_of
     from supervisor.render import serving_url
 
@@ -122,6 +123,8 @@ def check(settings: SettingsOption = None) -> None:
     else:
         typer.echo(f"password:    not set yet: `jupyter-remote run` makes one at its first start "
                    f"and writes it to {loaded.initial_password_path}")
+    for warning in settings_warnings(loaded):
+        typer.echo(warning, err=True)
 
 
 def _tls_summary(loaded: Any, account: Any) -> list[str]:

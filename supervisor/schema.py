@@ -1,7 +1,9 @@
 """The pydantic schema of settings.toml, and a validator that reports every error of a file at once.
 
 Every error is one line naming the file, section and key, what is wrong and what was given:
-``settings.toml: [server] port: must be 1-65535, got 70000``.
+``settings.toml: [server] port: must be 1-65535, got 70000``. What was given is left out for secret
+keys (the password hash: a password typed there by mistake must never reach a log) and for keys
+that are not ours (a misspelt secret key is still a secret).
 
 Validation fills supervisor.settings.Settings, frozen dataclasses: the resident daemon validates
 in a short-lived child (supervisor.loading) and never holds pydantic (about 20 MB) in memory.
@@ -10,11 +12,13 @@ in a short-lived child (supervisor.loading) and never holds pydantic (about 20 M
 from __future__ import annotations
 
 import difflib
+import grp
 import ipaddress
 import json
 import os
 import pwd
 import re
+import unicodedata
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +34,11 @@ from supervisor.trust import untrusted
 MAX_VALIDITY_DAYS = 825  # Apple's limit for TLS server certificates
 TLS_MODES = ("self-signed", "files", "off")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# Values never shown in an error: only what is wrong with them.
+SECRET_KEYS = {("auth", "password_hash")}
+# Membership in these is root in all but name (sudo, a docker or lxd socket, raw disks, the shadow
+# file, every log): notebook code would get it too.
+PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin", "adm", "docker", "lxd", "disk", "shadow")
 
 
 # --- value rules: each raises one message, the loader adds ", got <value>" ----------------------
@@ -56,6 +65,13 @@ def _one_of(*choices: str) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def _printable(value: str) -> str:
+    # A newline in a value would become a forged log line or a second sd_notify field (STOPPING=1).
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        _fail("must not hold control characters (newline, carriage return, tab, NUL, DEL, ...)")
+    return value
 
 
 def _absolute_or_empty(value: str) -> str:
@@ -123,6 +139,8 @@ def _requirement(value: str) -> str:
     return value
 
 
+# Every string setting is Text: checked for control characters before its own rule.
+Text = Annotated[str, AfterValidator(_printable)]
 Port = Annotated[int, AfterValidator(_between(1, 65535))]
 Seconds = Annotated[float, AfterValidator(_between(1, 3600))]
 
@@ -132,35 +150,35 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
-    ip: Annotated[str, AfterValidator(_ip_address)] = "0.0.0.0"
+    ip: Annotated[Text, AfterValidator(_ip_address)] = "0.0.0.0"
     port: Port = 8888
-    default_url: Annotated[str, AfterValidator(_url_path)] = "/lab"
-    base_url: Annotated[str, AfterValidator(_base_url)] = "/"
-    root_dir: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    user: Annotated[str, AfterValidator(_account_name)] = "jupyter-remote"
-    jupyter: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    extra_args: list[str] = []
+    default_url: Annotated[Text, AfterValidator(_url_path)] = "/lab"
+    base_url: Annotated[Text, AfterValidator(_base_url)] = "/"
+    root_dir: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
+    user: Annotated[Text, AfterValidator(_account_name)] = "jupyter-remote"
+    jupyter: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
+    extra_args: list[Text] = []
 
 
 class AuthSettings(_Section):
-    password_file: Annotated[str, AfterValidator(_non_empty)] = "password"
-    password_hash: Annotated[str, AfterValidator(_password_hash)] = ""
+    password_file: Annotated[Text, AfterValidator(_non_empty)] = "password"
+    password_hash: Annotated[Text, AfterValidator(_password_hash)] = ""
     rate_limit_per_minute: Annotated[int, AfterValidator(_between(0, 100_000))] = 10
 
 
 class TlsSettings(_Section):
-    mode: Annotated[str, AfterValidator(_one_of(*TLS_MODES))] = "self-signed"
-    hostnames: list[Annotated[str, AfterValidator(_hostname)]] = []
+    mode: Annotated[Text, AfterValidator(_one_of(*TLS_MODES))] = "self-signed"
+    hostnames: list[Annotated[Text, AfterValidator(_hostname)]] = []
     validity_days: Annotated[int, AfterValidator(_between(1, MAX_VALIDITY_DAYS))] = 365
     renew_before_days: Annotated[int, AfterValidator(_between(1, MAX_VALIDITY_DAYS))] = 30
     cloud_metadata: bool = True
-    cert_file: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    key_file: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
+    cert_file: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
+    key_file: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
 
 
 class KernelSettings(_Section):
-    python: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    packages: list[Annotated[str, AfterValidator(_requirement)]] = []
+    python: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
+    packages: list[Annotated[Text, AfterValidator(_requirement)]] = []
     cull_idle_minutes: Annotated[int, AfterValidator(_between(0, 525_600))] = 0
 
 
@@ -171,8 +189,8 @@ class SuperviseSettings(_Section):
 
 
 class PathSettings(_Section):
-    state_dir: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
-    runtime_dir: Annotated[str, AfterValidator(_absolute_or_empty)] = ""
+    state_dir: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
+    runtime_dir: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
 
 
 class SettingsModel(_Section):
@@ -244,6 +262,14 @@ def _cross_checks(settings: Settings, euid: int) -> list[str]:
         else:
             if account.pw_uid == 0:
                 problems.append(f"[server] user: must not be root (uid 0), got {json.dumps(server.user)}")
+            else:
+                group = privileged_group(account)
+                if group:
+                    problems.append(
+                        f"[server] user: {json.dumps(server.user)} is in the privileged group "
+                        f"{json.dumps(group)}, and every notebook would be too: use an account "
+                        "without it"
+                    )
         problems += _untrusted_paths(settings)
     return problems
 
@@ -267,6 +293,28 @@ def _untrusted_paths(settings: Settings) -> list[str]:
     return problems
 
 
+def privileged_group(account: pwd.struct_passwd) -> str | None:
+    """The first privileged group `account` is in (its primary group of gid 0 counts), or None."""
+    if account.pw_gid == 0:
+        return _group_name(0)
+    primary = _group_name(account.pw_gid)
+    for name in PRIVILEGED_GROUPS:
+        try:
+            group = grp.getgrnam(name)
+        except KeyError:
+            continue
+        if name == primary or account.pw_name in group.gr_mem:
+            return name
+    return None
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 _TYPE_MESSAGES = {
     "int_type": "must be a whole number",
     "int_from_float": "must be a whole number",
@@ -280,31 +328,44 @@ _TYPE_MESSAGES = {
 
 
 def _describe(error: Any, document: dict[str, Any]) -> str:
-    """One pydantic error as `[section] key: message, got value`."""
+    """One pydantic error as `[section] key: message, got value` (the value only where it may show)."""
     location = error["loc"]
-    section, key_path = location[0], location[1:]
+    section, key_path = _escape(str(location[0])), location[1:]
     where = f"[{section}]" + (" " + _key_path(key_path) if key_path else "")
     if error["type"] == "extra_forbidden":
-        if not key_path and not isinstance(document.get(section), dict):
+        if not key_path and not isinstance(document.get(location[0]), dict):
             owners = [name for name, field in SettingsModel.model_fields.items()
-                      if section in field.annotation.model_fields]  # type: ignore[union-attr]
+                      if location[0] in field.annotation.model_fields]  # type: ignore[union-attr]
             hint = f" (did you mean [{owners[0]}] {section}?)" if owners else ""
             return f"{section}: a key outside any section{hint}"
         if not key_path:
             return f"[{section}]: unknown section{_suggest(section, SettingsModel.model_fields, '[%s]')}"
-        known = SettingsModel.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
-        return f"{where}: unknown key{_suggest(str(key_path[-1]), known, '%s')}"
+        known = SettingsModel.model_fields[location[0]].annotation.model_fields  # type: ignore[union-attr]
+        return f"{where}: unknown key{_suggest(_escape(str(key_path[-1])), known, '%s')}"
     if error["type"] == "jupyter_remote":
         message = error["msg"]
     else:
         message = _TYPE_MESSAGES.get(error["type"]) or error["msg"][:1].lower() + error["msg"][1:]
+    if not _may_show(location):
+        return f"{where}: {message}"
     return f"{where}: {message}, got {_show(error['input'])}"
+
+
+def _may_show(location: tuple[Any, ...]) -> bool:
+    """Whether the value at `location` may appear in an error: a known key that holds no secret.
+
+    A whole section given as a value (`auth = "..."`) may be a secret pasted in the wrong place.
+    """
+    if len(location) < 2 or (location[0], location[1]) in SECRET_KEYS:
+        return False
+    model = SettingsModel.model_fields.get(str(location[0]))
+    return model is not None and location[1] in model.annotation.model_fields  # type: ignore[union-attr]
 
 
 def _key_path(parts: tuple[Any, ...]) -> str:
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else ("." if text else "") + str(part)
+        text += f"[{part}]" if isinstance(part, int) else ("." if text else "") + _escape(str(part))
     return text
 
 
@@ -319,8 +380,13 @@ def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, (str, list)):
-        return json.dumps(value, default=str, ensure_ascii=False)
+        return _escape(json.dumps(value, default=str, ensure_ascii=False))
     return str(value)
+
+
+def _escape(text: str) -> str:
+    """Control characters as \\uXXXX: an error stays one line and cannot forge another."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def _toml_error(message: str) -> str:

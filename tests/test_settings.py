@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import string
+import subprocess
 import tomllib
+import uuid
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
+from support import cli, settings_text
+
+from supervisor.advice import trusts_xheaders
 from supervisor.errors import SettingsError
 from supervisor.schema import SettingsModel, validate
 import dataclasses
@@ -113,7 +120,7 @@ def test_relative_password_file_is_beside_the_settings(tmp_path):
     ('[server]\nextra_args = "--debug"', '[server] extra_args: must be a list, got "--debug"'),
     ('[auth]\npassword_hash = "hunter2"',
      '[auth] password_hash: must be a hash as printed by "jupyter-remote password --print" '
-     '(argon2:$argon2id$...), got "hunter2"'),
+     '(argon2:$argon2id$...)'),
     ("[auth]\nrate_limit_per_minute = -1", "[auth] rate_limit_per_minute: must be 0-100000, got -1"),
     ('[tls]\nmode = "selfsigned"',
      '[tls] mode: must be one of "self-signed", "files", "off", got "selfsigned"'),
@@ -127,7 +134,7 @@ def test_relative_password_file_is_beside_the_settings(tmp_path):
     ('[supervise]\nstop_timeout = "10"', '[supervise] stop_timeout: must be a number, got "10"'),
     ("[supervise]\nhealth_interval = 0", "[supervise] health_interval: must be 1-3600, got 0"),
     ('[paths]\nstate_dir = "state"', '[paths] state_dir: must be an absolute path or "", got "state"'),
-    ("server = 5", "[server]: must be a table, got 5"),
+    ("server = 5", "[server]: must be a table"),
 ])
 def test_each_bad_value_is_one_line_naming_file_section_key_and_value(tmp_path, text, line):
     assert errors(text, tmp_path) == [f"{tmp_path / 'settings.toml'}: {line}"]
@@ -194,6 +201,155 @@ def test_an_inline_hash_is_accepted(tmp_path):
     assert loads(f"[auth]\npassword_hash = '{hashed}'\n", tmp_path).auth.password_hash == hashed
 
 
+# --- control characters: a value must never become a second line or a second notify field ------
+
+CONTROL = "must not hold control characters (newline, carriage return, tab, NUL, DEL, ...)"
+
+
+@pytest.mark.parametrize("text, line", [
+    ('[server]\ndefault_url = "/lab\\nSTOPPING=1"',
+     f'[server] default_url: {CONTROL}, got "/lab\\nSTOPPING=1"'),
+    ('[server]\nroot_dir = "/srv/a\\rb"', f'[server] root_dir: {CONTROL}, got "/srv/a\\rb"'),
+    ('[server]\nbase_url = "/a\\u0000/"', f'[server] base_url: {CONTROL}, got "/a\\u0000/"'),
+    ('[server]\nuser = "jr\\tx"', f'[server] user: {CONTROL}, got "jr\\tx"'),
+    ('[server]\nextra_args = ["--debug", "--x=\\u007f"]',
+     f'[server] extra_args[1]: {CONTROL}, got "--x=\\u007f"'),
+    ('[tls]\nhostnames = ["a.example", "b.example\\u0085"]',
+     f'[tls] hostnames[1]: {CONTROL}, got "b.example\\u0085"'),
+    ('[kernel]\npackages = ["pandas\\u001b[2J"]', f'[kernel] packages[0]: {CONTROL}, got "pandas\\u001b[2J"'),
+    ('[auth]\npassword_file = "pass\\nword"', f'[auth] password_file: {CONTROL}, got "pass\\nword"'),
+    ('[paths]\nstate_dir = "/var/lib/x\\n"', f'[paths] state_dir: {CONTROL}, got "/var/lib/x\\n"'),
+])
+def test_control_characters_in_any_string_are_refused_in_one_escaped_line(tmp_path, text, line):
+    assert errors(text, tmp_path) == [f"{tmp_path / 'settings.toml'}: {line}"]
+
+
+def test_an_unknown_key_with_control_characters_is_named_escaped(tmp_path):
+    assert errors('[server]\n"a\\nb" = 1\n', tmp_path) == [
+        f"{tmp_path}/settings.toml: [server] a\\u000ab: unknown key"]
+
+
+# --- secrets: what is wrong is said, what was given never --------------------------------------
+
+SECRET = "Tr0ub4dor-MyRealPassword"
+
+
+@pytest.mark.parametrize("text, line", [
+    (f'[auth]\npassword_hash = "{SECRET}"',
+     '[auth] password_hash: must be a hash as printed by "jupyter-remote password --print" '
+     "(argon2:$argon2id$...)"),
+    (f'[auth]\npassword_hash = ["{SECRET}"]', "[auth] password_hash: must be a string"),
+    (f'[auth]\npassword_hash = "{SECRET}\\n"', f"[auth] password_hash: {CONTROL}"),
+    (f'[auth]\npassword_hsh = "{SECRET}"', "[auth] password_hsh: unknown key (did you mean password_hash?)"),
+    (f'[server]\npassword_hash = "{SECRET}"', "[server] password_hash: unknown key"),
+    (f'[server.extra]\npassword_hash = "{SECRET}"', "[server] extra: unknown key (did you mean extra_args?)"),
+    (f'password_hash = "{SECRET}"', "password_hash: a key outside any section (did you mean [auth] password_hash?)"),
+    (f'auth = "{SECRET}"', "[auth]: must be a table"),
+    (f'[auth.password_hash]\nx = "{SECRET}"', "[auth] password_hash: must be a string"),
+    (f'[secrets]\npassword = "{SECRET}"', "[secrets]: unknown section (did you mean [server]?)"),
+])
+def test_a_secret_is_never_echoed_whatever_is_wrong(tmp_path, text, line):
+    assert errors(text, tmp_path) == [f"{tmp_path / 'settings.toml'}: {line}"]
+    assert errors(text, tmp_path, euid=ROOT)[-1] == f"{tmp_path / 'settings.toml'}: {line}"
+
+
+def test_check_never_prints_a_password_typed_as_the_hash(tmp_path, account):
+    path = tmp_path / "settings.toml"
+    path.write_text(settings_text({
+        "server": {"ip": "127.0.0.1", "port": 9999, "user": account.name},
+        "auth": {"password_hash": SECRET},
+        "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
+    }))
+    result = cli("check", "--settings", str(path))
+    assert result.returncode == 78
+    assert result.stderr.startswith(f"{path}: [auth] password_hash: must be a hash"), result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    # Nor after another mistake: every error of the file is reported, none with the value.
+    path.write_text(path.read_text() + f'password_hsh = "{SECRET}"\n')
+    result = cli("check", "--settings", str(path))
+    assert result.returncode == 78 and len(result.stderr.splitlines()) == 2
+    assert SECRET not in result.stdout + result.stderr
+
+
+# --- the serving account: not root in all but name ---------------------------------------------
+
+
+@pytest.fixture
+def make_system_account():
+    """Real accounts (useradd), removed after the test; as root only."""
+    if os.geteuid() != 0:
+        pytest.skip("making accounts needs root")
+    made: list[str] = []
+
+    def make(*options: str) -> str:
+        name = f"jrpriv{uuid.uuid4().hex[:8]}"
+        subprocess.run(["useradd", "--no-create-home", *options, name], check=True, capture_output=True)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("options, group", [
+    (["--gid", "0"], "root"),
+    (["--user-group", "--groups", "sudo"], "sudo"),
+    (["--user-group", "--groups", "users,adm"], "adm"),
+    (["--gid", "disk"], "disk"),
+])
+def test_an_account_in_a_privileged_group_is_refused_naming_the_group(tmp_path, make_system_account,
+                                                                       options, group):
+    name = make_system_account(*options)
+    assert errors(f'[server]\nuser = "{name}"\n', tmp_path, euid=ROOT) == [
+        f'{tmp_path}/settings.toml: [server] user: "{name}" is in the privileged group "{group}", '
+        "and every notebook would be too: use an account without it"]
+
+
+def test_an_ordinary_account_is_accepted(tmp_path, make_system_account):
+    name = make_system_account("--user-group", "--groups", "users")
+    assert pwd.getpwnam(name).pw_gid != 0
+    assert loads(f'[server]\nuser = "{name}"\n', tmp_path, euid=ROOT).server.user == name
+
+
+# --- trust_xheaders: check warns when any client could choose its address ---------------------
+
+
+@pytest.mark.parametrize("args, trusted", [
+    (["--ServerApp.trust_xheaders=True"], True),
+    (["--ServerApp.trust_xheaders=true"], True),
+    (["--NotebookApp.trust-xheaders", "1"], True),
+    (["--serverapp.TRUST_XHEADERS=yes"], True),
+    (["--ServerApp.trust_xheaders=True", "--ServerApp.trust_xheaders=False"], False),
+    (["--ServerApp.trust_xheaders=0"], False),
+    (["--ServerApp.trust_xheaders_not=True", "--debug"], False),
+    ([], False),
+])
+def test_trust_xheaders_is_recognised_in_any_spelling(args, trusted):
+    assert trusts_xheaders(args) is trusted
+
+
+def test_check_warns_about_trust_xheaders_on_a_public_address(tmp_path, account):
+    path = tmp_path / "settings.toml"
+
+    def check(ip: str) -> subprocess.CompletedProcess[str]:
+        path.write_text(settings_text({
+            "server": {"ip": ip, "port": 9999, "user": account.name,
+                       "extra_args": ["--ServerApp.trust_xheaders=True"]},
+            "tls": {"cloud_metadata": False},
+            "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
+        }))
+        return cli("check", "--settings", str(path))
+
+    public = check("0.0.0.0")
+    assert public.returncode == 0, public.stderr
+    assert f"warning: {path}: [server] extra_args: trust_xheaders is on while [server] ip is 0.0.0.0" \
+        in public.stderr
+    assert "overwrites X-Real-IP and X-Forwarded-For" in public.stderr
+    local = check("127.0.0.1")
+    assert local.returncode == 0 and "trust_xheaders" not in local.stderr, local.stderr
+
+
 # --- property-based: whatever the document, the loader accepts or raises our own error ---------
 
 KEYS = {
@@ -224,6 +380,21 @@ def test_any_document_is_accepted_or_raises_settings_error(document):
         assert all("\n" not in line for line in error.lines)
     else:
         assert isinstance(settings, Settings)
+
+
+secret_places = st.sampled_from([("auth", "password_hash"), ("auth", "password_hsh"), ("server", "password_hash"),
+                                 ("auth", "bogus"), ("bogus", "password_hash")])
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(documents, secret_places, st.sampled_from([SECRET, [SECRET], {"x": SECRET}, SECRET + "\x85"]))
+def test_a_secret_anywhere_secret_keys_or_unknown_keys_go_is_never_echoed(document, place, value):
+    document = {**document, place[0]: {**(document.get(place[0]) if isinstance(document.get(place[0]), dict)
+                                          else {}), place[1]: value}}
+    try:
+        validate(document, Path("/etc/jupyter-remote/settings.toml"), euid=USER)
+    except SettingsError as error:
+        assert not any(SECRET in line for line in error.lines), error.lines
 
 
 @hypothesis_settings(max_examples=200, deadline=None)

@@ -6,6 +6,8 @@
   limit and idle-kernel culling, changed without a restart from a file the daemon writes (Jupyter
   has no SIGHUP handler: a HUP would kill it).
 - login.py: logins limited per client address, checked off the event loop, one log line each.
+- guard.py: connections limited per client address and timed out until they authenticate, before
+  the TLS handshake, so that idle connections cannot take every descriptor.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -13,6 +15,7 @@ Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
 
 import os
 
+from .guard import SETTINGS_KEY, ConnectionGuard
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
 
@@ -27,5 +30,13 @@ def _load_jupyter_server_extension(serverapp):
     # The daemon put this module on PYTHONPATH; kernels and terminals must not inherit that.
     os.environ.pop("PYTHONPATH", None)
     watcher = LiveWatcher(serverapp)
-    # The HTTP server does not exist yet while extensions load: start once the loop runs.
+    # The HTTP server does not exist yet while extensions load: start once the loop runs, which is
+    # before Jupyter binds its sockets (its own callback for that is queued after these).
+    serverapp.io_loop.add_callback(_guard_connections, serverapp)
     serverapp.io_loop.add_callback(watcher.start)
+
+
+def _guard_connections(serverapp):
+    guard = ConnectionGuard(serverapp.http_server, serverapp.log, per_address=bool(serverapp.certfile))
+    guard.install()
+    serverapp.web_app.settings[SETTINGS_KEY] = guard

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import math
 import os
@@ -215,6 +216,13 @@ class RemoteLoginHandler(LoginFormHandler):
         self._redirect_safe(self.get_argument("next", default=self.base_url))
 
 
+def _note_authenticated(handler, user) -> None:
+    """Tell the connection guard that this connection carries a valid login (no more timeouts)."""
+    guard = handler.settings.get("jupyter_remote_guard")
+    if user is not None and guard is not None:
+        guard.authenticated(getattr(handler.request.connection, "stream", None))
+
+
 class RemoteIdentityProvider(PasswordIdentityProvider):
     """Jupyter's password login, plus live changes and login protection."""
 
@@ -229,6 +237,18 @@ class RemoteIdentityProvider(PasswordIdentityProvider):
     @property
     def login_handler_class(self):
         return RemoteLoginHandler
+
+    def get_user(self, handler):
+        user = super().get_user(handler)
+        if inspect.isawaitable(user):
+            return self._note_login(handler, user)
+        _note_authenticated(handler, user)
+        return user
+
+    async def _note_login(self, handler, pending):
+        user = await pending
+        _note_authenticated(handler, user)
+        return user
 
     def apply_live(self, serverapp, values):
         self.limiter.per_minute = int(values.get("rate_limit_per_minute", self.limiter.per_minute))

@@ -1,0 +1,97 @@
+"""Thousands of idle TCP connections, no password needed: the server keeps serving everyone else.
+
+Under systemd's default file limit (soft 1024), 4,200 connections that never start a TLS handshake
+used to take every descriptor of Jupyter: each `GET /api` then timed out and Jupyter logged an
+EMFILE traceback for every failed accept(), about 100 MB in 40 s.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import socket
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from support import wait_until
+
+ATTACKERS = ("127.0.0.2", "127.0.0.3")
+CONNECTIONS = 4200
+HOLD_SECONDS = 30
+BOUND = 5.0  # seconds: generous for `GET /api` plus a kernel round trip on a shared 2-core machine
+LOG_GROWTH = 1_000_000  # bytes
+
+
+@contextmanager
+def file_limit(soft: int) -> Iterator[None]:
+    """This process's soft RLIMIT_NOFILE (processes it starts meanwhile inherit it), restored after."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, before[1]), before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def open_idle(port: int, sources: tuple[str, ...], count: int) -> list[socket.socket]:
+    """`count` TCP connections to the port, spread over `sources`, that never send a byte."""
+    sockets: list[socket.socket] = []
+    try:
+        for number in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.setblocking(False)
+            sock.bind((sources[number % len(sources)], 0))
+            code = sock.connect_ex(("127.0.0.1", port))
+            assert code in (0, errno.EINPROGRESS), errno.errorcode.get(code, code)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def test_4200_idle_connections_from_two_addresses_leave_a_third_served(serve):
+    # Jupyter inherits systemd's default soft limit, as it would under the unit before LimitNOFILE=.
+    with file_limit(1024):
+        server = serve()
+    user = server.logged_in_client()
+    kernel = user.kernel(user.start_kernel())
+    assert kernel.execute("print(1 + 1)").strip() == "2"
+    log_before = server.daemon.log_path.stat().st_size
+
+    samples: list[float] = []
+    needed = CONNECTIONS + 512  # the attack, plus this test's own files and clients
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= needed, "the hard file limit is too low"
+    with file_limit(needed):
+        held = open_idle(server.port, ATTACKERS, CONNECTIONS)
+        try:
+            ends = time.monotonic() + HOLD_SECONDS
+            while time.monotonic() < ends:
+                began = time.monotonic()
+                answer = user.session.get(f"{server.base}/api", timeout=30)
+                assert answer.status_code == 200, answer.status_code
+                assert kernel.execute("print(1 + 1)", timeout=30).strip() == "2"
+                samples.append(time.monotonic() - began)
+                time.sleep(0.2)
+        finally:
+            for sock in held:
+                sock.close()
+            kernel.close()
+
+    print(f"\n{CONNECTIONS} idle connections held {HOLD_SECONDS} s: {len(samples)} rounds of GET /api + "
+          f"kernel 1+1 from 127.0.0.1, slowest {max(samples):.2f} s")
+    assert samples and max(samples) < BOUND, samples
+    # The refusals are summed up, never one line each.
+    wait_until(lambda: "jupyter-remote: connections in the last" in server.daemon.log(), 20,
+               "the refusals summary")
+    log = server.daemon.log()
+    summaries = [line for line in log.splitlines() if "jupyter-remote: connections in the last" in line]
+    print(f"log grew {server.daemon.log_path.stat().st_size - log_before} bytes; summaries: {summaries[:2]}")
+    assert "over the per-address limit" in log and "127.0.0.2" in log and "127.0.0.3" in log
+    assert len(summaries) <= HOLD_SECONDS // 10 + 2
+    assert "Too many open files" not in log
+    assert server.daemon.log_path.stat().st_size - log_before < LOG_GROWTH
+    status = server.daemon.status()
+    assert status["state"] == "running" and status["restarts"] == 0
