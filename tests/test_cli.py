@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -22,12 +23,30 @@ def settings(tmp_path: Path, account) -> Path:
     return path
 
 
-def test_version_and_help():
+def listed_commands(help_text: str) -> list[str]:
+    """The names in the Commands section of --help (a rich box, or click's plain list), in order.
+    Command names also appear in other commands' descriptions: only the first column counts."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.search(r"(─ Commands ─|^Commands:)", line))
+    names = []
+    for line in lines[start + 1:]:
+        if not line.strip() or line.startswith("╰"):
+            break
+        entry = re.match(r"^(?:│ |  )(\S+)", line)  # a description's next line starts further in
+        if entry:
+            names.append(entry[1])
+    return names
+
+
+def test_version_and_help_list_exactly_the_commands():
     assert cli("--version").stdout.strip().startswith("jupyter-remote ")
     result = cli("--help")
     assert result.returncode == 0
-    for name in ("run", "check", "render", "password", "cert", "reload", "status"):
-        assert name in result.stdout
+    assert sorted(listed_commands(result.stdout)) == \
+        ["cert", "check", "password", "reload", "render", "run", "status"]
+    result = cli("cert", "--help")
+    assert result.returncode == 0
+    assert sorted(listed_commands(result.stdout)) == ["ca", "renew", "show"]
 
 
 def test_check_summarises_a_valid_file_before_the_first_start(settings, account):

@@ -116,7 +116,8 @@ def test_kernel_python_names_the_interpreter_kernels_run(serve, folder):
 
 def test_kernel_python_without_ipykernel_names_the_fix(make_settings, folder):
     bare = folder / "bare-python"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(bare)], check=True)
+    # From the test environment's interpreter, a venv of its base Python: no ipykernel there.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     settings = make_settings(kernel={"python": str(bare / "bin" / "python")})
     result = cli("run", "--settings", str(settings), timeout=60)
     assert result.returncode == 78

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import subprocess
+
 import pytest
 
+from supervisor import child
+from supervisor.layout import layout
+from supervisor.loading import load
 from supervisor.passwords import hash_password
 from conftest import settings_port
 from support import JupyterClient
@@ -32,14 +37,14 @@ def jupyter(make_settings, start_daemon, folder: Path, account):
     daemon = start_daemon(settings)
     try:
         daemon.wait_ready()
-        yield f"http://127.0.0.1:{settings_port(settings)}", daemon
+        yield f"http://127.0.0.1:{settings_port(settings)}", daemon, settings
     finally:
         for name in written:
             (stray / name).unlink(missing_ok=True)
 
 
 def test_login_form_demands_the_password_and_stray_config_cannot_weaken_it(jupyter):
-    base, _ = jupyter
+    base, _, _ = jupyter
     anonymous = JupyterClient(base, verify=False)
     assert anonymous.session.get(f"{base}/api/status", timeout=10).status_code == 403
     assert anonymous.session.get(f"{base}/api/status?token=stray-token", timeout=10).status_code == 403
@@ -61,7 +66,7 @@ def test_login_form_demands_the_password_and_stray_config_cannot_weaken_it(jupyt
 
 
 def test_no_deprecated_password_or_token_settings(jupyter, folder):
-    base, daemon = jupyter
+    base, daemon, _ = jupyter
     assert JupyterClient(base, verify=False).login("right password").status_code == 302
     log = daemon.log()
     assert "ServerApp]" in log  # Jupyter's own log is there to read
@@ -70,3 +75,24 @@ def test_no_deprecated_password_or_token_settings(jupyter, folder):
     config_text = (folder / "run" / "jupyter" / "jupyter_server_config.json").read_text()
     assert '"password"' not in config_text.replace('"hashed_password"', "")
     assert "NotebookApp" not in config_text
+
+
+def test_a_busy_port_makes_jupyter_exit_not_move_whatever_the_stray_config_says(jupyter):
+    """The daemon checks the port itself before each start, so here Jupyter meets a busy port
+    directly: a second one, started exactly as the daemon starts it (same command, environment
+    and config folder, the stray ~/.jupyter asking for port_retries = 50), while the first holds it.
+    """
+    _, _, settings_file = jupyter
+    settings = load(settings_file)
+    place = layout(settings)
+    argv = child.as_account(place.account, [str(child.jupyter_executable(settings)), "lab",
+                                            *settings.server.extra_args])
+    env = child.jupyter_environment(settings, place.account, place.config_dir)
+    try:
+        second = child.run(argv, env, timeout=90)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the second Jupyter kept running: it moved to another port") from None
+    output = second.stdout + second.stderr
+    assert second.returncode != 0, output[-2000:]
+    assert f"The port {settings.server.port} is already in use" in output, output[-2000:]
+    assert "trying another port" not in output

@@ -99,7 +99,9 @@ def apply_culling(kernel_manager, minutes: int) -> None:
     if callback is not None:
         callback.stop()
         kernel_manager._culler_callback = None
-        kernel_manager._initialized_culler = False
+    # Also without a culler running: every kernel start marks it initialized, at 0 minutes too, and
+    # initialize_culler() then would not start one.
+    kernel_manager._initialized_culler = False
     kernel_manager.cull_idle_timeout = seconds
     if seconds:
         kernel_manager.cull_connected = True
