@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor import kernel_env, passwords
+from supervisor import kernel_env, passwords, terminal
 from supervisor.files import write_atomic
 from supervisor.layout import Layout, layout_of, make_directories
 from supervisor.render import JupyterInputs, live_values, render
@@ -33,6 +33,7 @@ def prepare(settings: Settings, live: CertificateInfo | None = None) -> Prepared
     if settings.tls_enabled:
         certificate = live or ensure_certificate(settings, layout.account)
     environment = kernel_env.ensure_kernel(layout)
+    terminal.write_rc(layout, environment)
     write_jupyter_config(layout, hashed)
     return Prepared(layout, hashed, certificate, environment)
 
@@ -43,6 +44,7 @@ def jupyter_inputs(layout: Layout, hashed: str) -> JupyterInputs:
         home=layout.account.home,
         hashed_password=hashed,
         live_file=layout.live_file,
+        terminal_rc=layout.terminal_rc,
         certfile=layout.store.certfile if tls else None,
         keyfile=layout.store.keyfile if tls else None,
     )

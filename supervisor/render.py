@@ -24,6 +24,7 @@ class JupyterInputs:
     home: Path
     hashed_password: str
     live_file: Path  # the channel through which the extension applies changes without a restart
+    terminal_rc: Path  # read by the shell of JupyterLab terminals (supervisor.terminal)
     certfile: Path | None = None
     keyfile: Path | None = None
 
@@ -51,8 +52,10 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         "allow_root": False,
         "disable_check_xsrf": False,
         "quit_button": False,  # "Shut Down" would stop a server the daemon keeps up
-        # The service account's login shell is nologin; terminals get a real one.
-        "terminado_settings": {"shell_command": ["/bin/bash", "-l"]},
+        # The service account's login shell is nologin; terminals get a real one. Not `bash -l`:
+        # a login bash ignores --rcfile, and that file reads the login files itself.
+        "terminado_settings": {"shell_command": ["/bin/bash", "--rcfile", str(inputs.terminal_rc),
+                                                 "-i"]},
         "identity_provider_class": f"{EXTENSION}.RemoteIdentityProvider",
         "jpserver_extensions": {name: True for name in (*SERVER_EXTENSIONS, EXTENSION)},
     }
