@@ -9,8 +9,8 @@ from pathlib import Path
 
 from supervisor import kernel_env, passwords, terminal
 from supervisor.files import write_atomic
-from supervisor.layout import Layout, layout_of, make_directories
-from supervisor.render import JupyterInputs, live_values, render
+from supervisor.layout import Layout, layout_of, make_directories, root_folder
+from supervisor.render import JupyterInputs, lab_setting_overrides, live_values, render
 from supervisor.settings import Settings
 from supervisor.tls import CertificateInfo
 from supervisor.tls.watch import ensure_certificate
@@ -59,6 +59,9 @@ def write_jupyter_config(layout: Layout, hashed: str) -> None:
     migrated = layout.config_dir / "migrated"
     if not migrated.exists():
         write_atomic(migrated, b"", mode=0o644)
+    root_folder(layout.lab_overrides.parent, 0o755, None)
+    write_atomic(layout.lab_overrides, json.dumps(lab_setting_overrides(), indent=1).encode(),
+                 mode=0o644)
     write_live_values(layout, hashed)
 
 

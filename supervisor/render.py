@@ -70,6 +70,12 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
             "password_required": True,
             "allow_password_change": False,
         },
+        # A server that phones out nowhere: no news feed, no version check against PyPI, even
+        # when a user turns them on in the settings (lab_setting_overrides turns them off).
+        "LabApp": {
+            "news_url": None,
+            "check_for_updates_class": "jupyterlab.handlers.announcements.NeverCheckForUpdate",
+        },
         "RemoteIdentityProvider": {
             "live_file": str(inputs.live_file),
             "rate_limit_per_minute": settings.auth.rate_limit_per_minute,
@@ -82,6 +88,14 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
             "cull_connected": True,  # an open but forgotten browser tab must not pin memory forever
         }
     return config
+
+
+def lab_setting_overrides() -> dict[str, Any]:
+    """JupyterLab's setting defaults (labconfig/default_setting_overrides.json): news and update
+    checks off, so JupyterLab does not ask "Would you like to get notified about official Jupyter
+    news?" (it asks while fetchNews is "none"); a user may still change them in Settings."""
+    return {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                            "checkForUpdates": False}}
 
 
 def live_values(settings: Settings, hashed_password: str) -> dict[str, Any]:

@@ -79,3 +79,22 @@ def test_a_terminal_has_the_notebooks_python_pip_and_jupyter_and_reads_the_login
                          str(serving_jupyter)], screen
     assert "rc=yes" in screen, screen  # ~/.profile, hence ~/.bashrc, was read
     assert "/usr/games" in screen, screen  # Debian's /etc/profile was read (it adds /usr/games)
+
+
+def test_jupyterlab_asks_nothing_about_news_and_fetches_none(serving: Serving) -> None:
+    client = serving.logged_in_client()
+    plugin = "@jupyterlab/apputils-extension:notification"
+    settings = client.session.get(f"{client.base}/lab/api/settings/{plugin}", timeout=30)
+    assert settings.status_code == 200, settings.text
+    # What the page uses: the user's own values over the schema's defaults.
+    schema = settings.json()["schema"]["properties"]
+    composite = {key: schema[key]["default"] for key in ("fetchNews", "checkForUpdates")}
+    composite.update(settings.json()["settings"])
+    # JupyterLab asks "Would you like to get notified about official Jupyter news?" while
+    # fetchNews is "none"; "false" is the answer No.
+    assert (composite["fetchNews"], composite["checkForUpdates"]) == ("false", False), composite
+    news = client.session.get(f"{client.base}/lab/api/news", timeout=30)
+    assert news.status_code == 200 and news.json() == {"news": []}, news.text
+    update = client.session.get(f"{client.base}/lab/api/update", timeout=30)
+    assert update.status_code == 200 and update.json() == {"notification": None}, update.text
+    assert "Failed to get announcements" not in serving.daemon.log()
