@@ -10,7 +10,9 @@ from pathlib import Path
 from supervisor import kernel_env, passwords, terminal
 from supervisor.files import write_atomic
 from supervisor.layout import Layout, layout_of, make_directories, root_folder
-from supervisor.render import JupyterInputs, lab_setting_overrides, live_values, render
+from supervisor.render import (
+    JupyterInputs, lab_setting_overrides, live_values, render, serving_url,
+)
 from supervisor.settings import Settings
 from supervisor.tls import CertificateInfo
 from supervisor.tls.watch import ensure_certificate
@@ -45,6 +47,7 @@ def jupyter_inputs(layout: Layout, hashed: str) -> JupyterInputs:
         hashed_password=hashed,
         live_file=layout.live_file,
         terminal_rc=layout.terminal_rc,
+        display_url=serving_url(layout.settings),
         certfile=layout.store.certfile if tls else None,
         keyfile=layout.store.keyfile if tls else None,
     )

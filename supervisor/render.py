@@ -5,11 +5,12 @@ It is written as JSON, never as Python, so that no settings value can become cod
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor import public_address
+from supervisor.public_address import Candidates, choose
 from supervisor.settings import Settings
 
 EXTENSION = "jupyter_remote_ext"
@@ -25,6 +26,7 @@ class JupyterInputs:
     hashed_password: str
     live_file: Path  # the channel through which the extension applies changes without a restart
     terminal_rc: Path  # read by the shell of JupyterLab terminals (supervisor.terminal)
+    display_url: str = ""  # serving_url: what Jupyter's own "running at" line shows
     certfile: Path | None = None
     keyfile: Path | None = None
 
@@ -59,6 +61,8 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         "identity_provider_class": f"{EXTENSION}.RemoteIdentityProvider",
         "jpserver_extensions": {name: True for name in (*SERVER_EXTENSIONS, EXTENSION)},
     }
+    if inputs.display_url:
+        server_app["custom_display_url"] = inputs.display_url
     if inputs.certfile and inputs.keyfile:
         server_app["certfile"] = str(inputs.certfile)
         server_app["keyfile"] = str(inputs.keyfile)
@@ -107,13 +111,16 @@ def live_values(settings: Settings, hashed_password: str) -> dict[str, Any]:
     }
 
 
-def serving_url(settings: Settings) -> str:
-    """The address to open in a browser, with base_url and default_url."""
+def serving_url(settings: Settings, candidates: Candidates | None = None) -> str:
+    """The address a user opens in a browser, with base_url and default_url. Bound to every
+    address, the host is the one users type (supervisor.public_address); `candidates`: what this
+    machine knows of it, looked up when not given."""
     server = settings.server
     host = server.ip
     if host in ("0.0.0.0", "::"):
-        host = socket.gethostname()
-    elif ":" in host:
+        host = choose(candidates or public_address.candidates(settings))
+    if ":" in host:
         host = f"[{host}]"
     scheme = "https" if settings.tls_enabled else "http"
-    return f"{scheme}://{host}:{server.port}{server.base_url}{server.default_url.lstrip('/')}"
+    port = "" if (scheme, server.port) in (("https", 443), ("http", 80)) else f":{server.port}"
+    return f"{scheme}://{host}{port}{server.base_url}{server.default_url.lstrip('/')}"

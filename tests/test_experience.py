@@ -4,15 +4,24 @@ printed, the URL they open, a JupyterLab that does not phone out."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websocket
 
-from conftest import Serving
-from support import JUPYTER_REMOTE, JupyterClient
+from conftest import Serving, settings_port
+from support import JUPYTER_REMOTE, JupyterClient, NetworkNamespace, StandInMetadataService
+
+from supervisor.public_address import Candidates, choose, primary_address
+from supervisor.render import serving_url
+from supervisor.settings import Server, Settings, Tls
+from supervisor.tls.names import IMDS_URL_VARIABLE
 
 
 # What a terminal adds for colours, titles and bracketed paste: not what a user reads.
@@ -98,3 +107,63 @@ def test_jupyterlab_asks_nothing_about_news_and_fetches_none(serving: Serving) -
     update = client.session.get(f"{client.base}/lab/api/update", timeout=30)
     assert update.status_code == 200 and update.json() == {"notification": None}, update.text
     assert "Failed to get announcements" not in serving.daemon.log()
+
+
+# --- the URL users open ------------------------------------------------------------------------
+
+
+def test_the_url_names_what_a_user_types_best_first() -> None:
+    everything = Candidates(public_hostname="ec2-54-1-2-3.compute-1.amazonaws.com",
+                            public_ipv4="54.1.2.3", configured=("jupyter.example.org", "10.0.0.9"),
+                            primary_address="172.31.5.6", hostname="ip-172-31-5-6")
+    assert choose(everything) == "ec2-54-1-2-3.compute-1.amazonaws.com"
+    no_dns = Candidates(public_ipv4="54.1.2.3", configured=("jupyter.example.org",),
+                        primary_address="172.31.5.6", hostname="ip-172-31-5-6")
+    assert choose(no_dns) == "54.1.2.3"
+    off_aws = Candidates(configured=("jupyter.example.org",), primary_address="172.31.5.6",
+                         hostname="ip-172-31-5-6")
+    assert choose(off_aws) == "jupyter.example.org"
+    bare = Candidates(primary_address="172.31.5.6", hostname="ip-172-31-5-6")
+    assert choose(bare) == "172.31.5.6"
+    assert choose(Candidates(hostname="box")) == "box"  # no route at all
+
+    settings = Settings(source=Path("/s.toml"), server=Server(ip="::", port=443, base_url="/j/"))
+    assert serving_url(settings, Candidates(primary_address="2001:db8::7")) == \
+        "https://[2001:db8::7]/j/lab"
+    local = Settings(source=Path("/s.toml"), server=Server(ip="127.0.0.1"), tls=Tls(mode="off"))
+    assert serving_url(local, Candidates(primary_address="172.31.5.6")) == \
+        "http://127.0.0.1:8888/lab"  # a bound address is what serves
+
+
+@pytest.fixture
+def namespace() -> Iterator[NetworkNamespace]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes a network namespace")
+    made = NetworkNamespace()
+    yield made
+    made.close()
+
+
+def test_the_primary_address_is_the_one_the_default_route_leaves_from(namespace) -> None:
+    assert namespace.run(primary_address) == namespace.address
+
+
+def test_on_aws_log_status_and_systemd_show_the_public_name_and_no_file_url(
+        namespace, make_settings, start_daemon) -> None:
+    imds = StandInMetadataService("54.1.2.3", "ec2-54-1-2-3.compute-1.amazonaws.com", namespace)
+    try:
+        settings = make_settings(server={"ip": "0.0.0.0"}, tls={"cloud_metadata": True})
+        daemon = start_daemon(settings, prefix=namespace.prefix, **{IMDS_URL_VARIABLE: imds.url})
+        daemon.wait_ready()
+    finally:
+        imds.close()
+    url = f"https://ec2-54-1-2-3.compute-1.amazonaws.com:{settings_port(settings)}/lab"
+    assert f"STATUS=Serving {url}" in daemon.notify.lines(), daemon.notify.lines()
+    assert daemon.status()["url"] == url
+    log = daemon.log()
+    assert f"serving {url}" in log, log[-3000:]
+    # Jupyter's own lines: the same URL, and no useless file on a remote server.
+    internal = f"://{socket.gethostname()}:"  # the machine's host name: on AWS, ip-172-31-...
+    for hint in ("open this file in a browser", "file://", "copy and paste", internal):
+        assert hint not in log, log[-3000:]
+    assert re.search(rf"running at:\n\[jupyter\] \[I [^]]*\] {re.escape(url)}\n", log), log[-3000:]

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from supervisor.accounts import Account
 from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.files import write_atomic
+from supervisor.public_address import CLOUD_FILE  # the last public names the metadata service told
 from supervisor.settings import Settings
 from supervisor.tls import CertificateInfo, issue
 from supervisor.tls.names import (
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 CA_REPLACED = "replaced.json"  # why and when the CA was last replaced: users must trust it again
 CA_NOTICE_DAYS = 30
 NO_CA = "no CA yet"
-# The last public names the metadata service told, for when it does not answer.
-CLOUD_FILE = "cloud.json"
 
 
 def utcnow() -> datetime:
