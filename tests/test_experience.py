@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import shlex
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,9 @@ import pytest
 import websocket
 
 from conftest import Serving, settings_port
-from support import JUPYTER_REMOTE, JupyterClient, NetworkNamespace, StandInMetadataService
+from support import (
+    JUPYTER_REMOTE, JupyterClient, NetworkNamespace, StandInMetadataService, wait_until,
+)
 
 from supervisor.public_address import Candidates, choose, primary_address
 from supervisor.render import serving_url
@@ -167,3 +173,103 @@ def test_on_aws_log_status_and_systemd_show_the_public_name_and_no_file_url(
     for hint in ("open this file in a browser", "file://", "copy and paste", internal):
         assert hint not in log, log[-3000:]
     assert re.search(rf"running at:\n\[jupyter\] \[I [^]]*\] {re.escape(url)}\n", log), log[-3000:]
+
+
+# --- commands work as printed ----------------------------------------------------------------
+
+# A shell of someone who tried it from a checkout: jupyter-remote is not on this PATH.
+BARE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8", "HOME": "/root" if os.geteuid() == 0 else os.environ["HOME"]}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shell(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`line` exactly as printed, typed into a shell."""
+    return subprocess.run(["sh", "-c", line], cwd=cwd, env=BARE_ENV, capture_output=True,
+                          text=True, timeout=120)
+
+
+def shell_on_a_terminal(line: str, answers: list[tuple[str, str]], timeout: float = 120) -> str:
+    """`line` run on a terminal of its own; each answer typed once its prompt shows. Returns what
+    the terminal showed; fails unless the command succeeded."""
+    master, slave = os.openpty()
+    process = subprocess.Popen(["sh", "-c", line], stdin=slave, stdout=slave, stderr=slave,
+                               env=BARE_ENV, start_new_session=True, close_fds=True)
+    os.close(slave)
+    screen, pending = b"", list(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if pending and pending[0][0].encode() in screen:
+                os.write(master, pending.pop(0)[1].encode() + b"\n")
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the command ended and closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(master)
+    shown = screen.decode(errors="replace")
+    assert code == 0 and not pending, f"{line!r} exited {code}:\n{shown}"
+    return shown
+
+
+def printed(pattern: str, text: str) -> str:
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found, f"{pattern!r} not in:\n{text}"
+    return found.group(1)
+
+
+def test_every_printed_command_works_as_printed_when_tried_from_a_checkout(
+        make_settings, start_daemon, folder: Path) -> None:
+    if shutil.which("jupyter-remote", path=BARE_ENV["PATH"]):
+        pytest.skip("jupyter-remote is installed on this machine: no checkout-only user here")
+    settings = make_settings()
+    work = folder / "work"
+    work.mkdir()
+    harness_run = shlex.join([JUPYTER_REMOTE, "run", "--settings", str(settings)])
+    # Before the first start, `check` and `cert ca` point at the command that starts the server:
+    # the one this test then runs.
+    before = shell(shlex.join([JUPYTER_REMOTE, "check", "--settings", str(settings)]), work)
+    assert printed(r"`(.+)` makes one at its first start", before.stdout) == harness_run
+    no_ca = shell(shlex.join([JUPYTER_REMOTE, "cert", "ca", "--settings", str(settings)]), work)
+    assert printed(r"`(.+)` makes it", no_ca.stderr) == harness_run
+
+    daemon = start_daemon(settings, **BARE_ENV)
+    daemon.wait_ready()
+    ca_pem = (folder / "state/tls/ca/ca.pem").read_text()
+
+    # scripts/run's banner, as printed once the first start made the password.
+    banner = subprocess.run([REPO / "scripts/banner", JUPYTER_REMOTE, str(settings)],
+                            capture_output=True, text=True, timeout=30, check=True).stdout
+    assert printed(r"^password: +read it in (\S+) ", banner) == str(folder / "initial-password")
+    reloaded = shell(printed(r"after an edit: (.+)\)$", banner), work)
+    assert reloaded.returncode == 0 and "reloaded" in reloaded.stdout, reloaded.stderr
+    trusted = shell(printed(r"^trust the CA: (.+)$", banner), work)
+    assert trusted.returncode == 0 and (work / "jupyter-remote-ca.pem").read_text() == ca_pem
+
+    # cert show's way to trust the CA.
+    shown = shell(shlex.join([JUPYTER_REMOTE, "cert", "show", "--settings", str(settings)]), work)
+    (work / "jupyter-remote-ca.pem").unlink()
+    trust = printed(r"trust the CA once: (.+), then import that file", shown.stdout)
+    assert shell(trust, work).returncode == 0
+    assert (work / "jupyter-remote-ca.pem").read_text() == ca_pem
+
+    # The log's way to change the password; then the banner no longer points at a removed file.
+    change = printed(r"change it with: (.+)\)$", daemon.log())
+    shell_on_a_terminal(change, [("New password:", "a new secret"), ("Repeat it:", "a new secret")])
+    client = JupyterClient(f"https://127.0.0.1:{settings_port(settings)}", str(folder / "state/tls/ca/ca.pem"))
+    wait_until(lambda: client.login("a new secret").status_code == 302, 30, "login with the new password")
+    banner = subprocess.run([REPO / "scripts/banner", JUPYTER_REMOTE, str(settings)],
+                            capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "initial-password" not in banner, banner
+    shell_on_a_terminal(printed(r"^password: +set \(change it: (.+)\)$", banner),
+                        [("New password:", "another"), ("Repeat it:", "another")])

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from support import JUPYTER_REMOTE, StandInMetadataService, cli
 
+from supervisor import hints
 from supervisor.accounts import serving_account
 from supervisor.errors import JupyterRemoteError
 from supervisor.inside_jupyter.jupyter_remote_ext import build_tls_context
@@ -308,7 +309,8 @@ def test_a_new_dns_name_outside_the_constraints_makes_a_new_ca_and_says_so(tls_s
     for command in (("cert", "show"), ("check",)):
         result = cli(*command, "--settings", str(settings.source))
         assert result.returncode == 0, result.stderr
-        assert "browsers must trust the new one (jupyter-remote cert ca)" in result.stdout, command
+        trust = hints.command(settings.source, "cert", "ca")  # test_experience runs such hints
+        assert f"browsers must trust the new one ({trust})" in result.stdout, command
 
 
 def test_changed_ip_names_never_make_a_new_ca(tls_settings):
@@ -449,7 +451,7 @@ def test_cert_show_on_a_damaged_certificate_is_one_line_not_a_traceback(tls_sett
     store_of(settings).certfile.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
     result = cli("cert", "show", "--settings", str(settings.source))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert "is damaged: `jupyter-remote cert renew` replaces it" in result.stdout
+    assert f"is damaged: `{hints.command(settings.source, 'cert', 'renew')}` replaces it" in result.stdout
 
 
 def test_a_failed_issuance_leaves_the_live_certificate_and_says_why_in_one_line(tls_settings, tls_server):
