@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import typer
 
-from supervisor import __version__
+from supervisor import __version__, hints
 from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, describe
 from supervisor.settings import Settings, settings_path_from_env
 from supervisor.status import PASSWORD_SIGNAL, RELOAD_SIGNAL, DaemonStatus, running_daemon
@@ -121,8 +121,8 @@ def check(settings: SettingsOption = None) -> None:
     elif hashed:
         typer.echo(f"password:    set ({loaded.password_path})")
     else:
-        typer.echo(f"password:    not set yet: `jupyter-remote run` makes one at its first start "
-                   f"and writes it to {loaded.initial_password_path}")
+        typer.echo(f"password:    not set yet: `{hints.command(loaded.source, 'run')}` makes one at "
+                   f"its first start and writes it to {loaded.initial_password_path}")
     for warning in settings_warnings(loaded):
         typer.echo(warning, err=True)
 
@@ -173,7 +173,7 @@ def password(
     if loaded.auth.password_hash and not print_hash:
         raise JupyterRemoteError(
             f"{loaded.source}: [auth] password_hash is set there and wins over password_file: "
-            "replace it with a hash from `jupyter-remote password --print`"
+            f"replace it with a hash from `{hints.command(loaded.source, 'password', '--print')}`"
         )
     if stdin:
         typed = sys.stdin.readline().rstrip("\r\n")
@@ -237,7 +237,8 @@ def cert_ca(settings: SettingsOption = None) -> None:
     try:
         typer.echo(path.read_text(), nl=False)
     except FileNotFoundError:
-        raise JupyterRemoteError(f"cert ca: no local CA yet ({path}): `jupyter-remote run` makes it") from None
+        raise JupyterRemoteError(f"cert ca: no local CA yet ({path}): "
+                                 f"`{hints.command(loaded.source, 'run')}` makes it") from None
 
 
 # --- reload, status -----------------------------------------------------------------------------------
@@ -275,7 +276,8 @@ def reload(settings: SettingsOption = None) -> None:
             for line in now.reload.errors:
                 typer.echo(f"warning: {line}", err=True)
             return
-    raise JupyterRemoteError("reload: the daemon did not answer in time; see its log (journalctl -u jupyter-remote)")
+    where = " (journalctl -u jupyter-remote)" if hints.invocation(_path(settings)).sudo else ""
+    raise JupyterRemoteError(f"reload: the daemon did not answer in time; see its log{where}")
 
 
 def _reload_wait(settings: Path | None) -> float:

@@ -4,6 +4,8 @@
     <runtime_dir>/jupyter/                       JUPYTER_CONFIG_DIR: root's, readable by the account
         jupyter_server_config.json               the rendered config (holds the hash: 0640)
         live.json                                what the extension applies without a restart
+        terminal.bashrc                          the shell of JupyterLab terminals (terminal.py)
+        labconfig/default_setting_overrides.json JupyterLab's setting defaults (no news)
         data/kernels/python3/kernel.json         the default "Python 3" kernel
     <state_dir>/tls/                             certificates (supervisor.tls.store)
 
@@ -44,6 +46,14 @@ class Layout:
     @property
     def live_file(self) -> Path:
         return self.config_dir / "live.json"
+
+    @property
+    def lab_overrides(self) -> Path:
+        return self.config_dir / "labconfig" / "default_setting_overrides.json"
+
+    @property
+    def terminal_rc(self) -> Path:
+        return self.config_dir / "terminal.bashrc"
 
     @property
     def root_dir(self) -> Path:

@@ -6,7 +6,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from supervisor import isolated
+from supervisor import hints, isolated
 from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.files import write_atomic
 from supervisor.settings import Settings, looks_like_password_hash
@@ -51,7 +51,7 @@ def read_hash(settings: Settings) -> str | None:
     if not looks_like_password_hash(hashed):
         raise SettingsError(
             f"{path}: not a password hash ([auth] password_file); "
-            "write one with: jupyter-remote password"
+            f"write one with: {hints.command(settings.source, 'password')}"
         )
     return hashed
 
@@ -68,7 +68,7 @@ def ensure_password(settings: Settings) -> str:
     write_atomic(settings.initial_password_path, (password + "\n").encode(), mode=0o600)
     write_hash(settings.password_path, hashed)
     log.warning(
-        "first start: a password was made; read it in %s (change it with: jupyter-remote password)",
-        settings.initial_password_path,
+        "first start: a password was made; read it in %s (change it with: %s)",
+        settings.initial_password_path, hints.command(settings.source, "password"),
     )
     return hashed

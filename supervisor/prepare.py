@@ -7,10 +7,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor import kernel_env, passwords
+from supervisor import kernel_env, passwords, terminal
 from supervisor.files import write_atomic
-from supervisor.layout import Layout, layout_of, make_directories
-from supervisor.render import JupyterInputs, live_values, render
+from supervisor.layout import Layout, layout_of, make_directories, root_folder
+from supervisor.render import (
+    JupyterInputs, lab_setting_overrides, live_values, render, serving_url,
+)
 from supervisor.settings import Settings
 from supervisor.tls import CertificateInfo
 from supervisor.tls.watch import ensure_certificate
@@ -33,6 +35,7 @@ def prepare(settings: Settings, live: CertificateInfo | None = None) -> Prepared
     if settings.tls_enabled:
         certificate = live or ensure_certificate(settings, layout.account)
     environment = kernel_env.ensure_kernel(layout)
+    terminal.write_rc(layout, environment)
     write_jupyter_config(layout, hashed)
     return Prepared(layout, hashed, certificate, environment)
 
@@ -43,6 +46,8 @@ def jupyter_inputs(layout: Layout, hashed: str) -> JupyterInputs:
         home=layout.account.home,
         hashed_password=hashed,
         live_file=layout.live_file,
+        terminal_rc=layout.terminal_rc,
+        display_url=serving_url(layout.settings),
         certfile=layout.store.certfile if tls else None,
         keyfile=layout.store.keyfile if tls else None,
     )
@@ -57,6 +62,9 @@ def write_jupyter_config(layout: Layout, hashed: str) -> None:
     migrated = layout.config_dir / "migrated"
     if not migrated.exists():
         write_atomic(migrated, b"", mode=0o644)
+    root_folder(layout.lab_overrides.parent, 0o755, None)
+    write_atomic(layout.lab_overrides, json.dumps(lab_setting_overrides(), indent=1).encode(),
+                 mode=0o644)
     write_live_values(layout, hashed)
 
 

@@ -5,11 +5,12 @@ It is written as JSON, never as Python, so that no settings value can become cod
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor import public_address
+from supervisor.public_address import Candidates, choose
 from supervisor.settings import Settings
 
 EXTENSION = "jupyter_remote_ext"
@@ -24,6 +25,8 @@ class JupyterInputs:
     home: Path
     hashed_password: str
     live_file: Path  # the channel through which the extension applies changes without a restart
+    terminal_rc: Path  # read by the shell of JupyterLab terminals (supervisor.terminal)
+    display_url: str = ""  # serving_url: what Jupyter's own "running at" line shows
     certfile: Path | None = None
     keyfile: Path | None = None
 
@@ -51,11 +54,15 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         "allow_root": False,
         "disable_check_xsrf": False,
         "quit_button": False,  # "Shut Down" would stop a server the daemon keeps up
-        # The service account's login shell is nologin; terminals get a real one.
-        "terminado_settings": {"shell_command": ["/bin/bash", "-l"]},
+        # The service account's login shell is nologin; terminals get a real one. Not `bash -l`:
+        # a login bash ignores --rcfile, and that file reads the login files itself.
+        "terminado_settings": {"shell_command": ["/bin/bash", "--rcfile", str(inputs.terminal_rc),
+                                                 "-i"]},
         "identity_provider_class": f"{EXTENSION}.RemoteIdentityProvider",
         "jpserver_extensions": {name: True for name in (*SERVER_EXTENSIONS, EXTENSION)},
     }
+    if inputs.display_url:
+        server_app["custom_display_url"] = inputs.display_url
     if inputs.certfile and inputs.keyfile:
         server_app["certfile"] = str(inputs.certfile)
         server_app["keyfile"] = str(inputs.keyfile)
@@ -66,6 +73,12 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
             "hashed_password": inputs.hashed_password,
             "password_required": True,
             "allow_password_change": False,
+        },
+        # A server that phones out nowhere: no news feed, no version check against PyPI, even
+        # when a user turns them on in the settings (lab_setting_overrides turns them off).
+        "LabApp": {
+            "news_url": None,
+            "check_for_updates_class": "jupyterlab.handlers.announcements.NeverCheckForUpdate",
         },
         "RemoteIdentityProvider": {
             "live_file": str(inputs.live_file),
@@ -81,6 +94,14 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
     return config
 
 
+def lab_setting_overrides() -> dict[str, Any]:
+    """JupyterLab's setting defaults (labconfig/default_setting_overrides.json): news and update
+    checks off, so JupyterLab does not ask "Would you like to get notified about official Jupyter
+    news?" (it asks while fetchNews is "none"); a user may still change them in Settings."""
+    return {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                            "checkForUpdates": False}}
+
+
 def live_values(settings: Settings, hashed_password: str) -> dict[str, Any]:
     """What the extension applies to a running server: everything a reload may change live."""
     return {
@@ -90,13 +111,16 @@ def live_values(settings: Settings, hashed_password: str) -> dict[str, Any]:
     }
 
 
-def serving_url(settings: Settings) -> str:
-    """The address to open in a browser, with base_url and default_url."""
+def serving_url(settings: Settings, candidates: Candidates | None = None) -> str:
+    """The address a user opens in a browser, with base_url and default_url. Bound to every
+    address, the host is the one users type (supervisor.public_address); `candidates`: what this
+    machine knows of it, looked up when not given."""
     server = settings.server
     host = server.ip
     if host in ("0.0.0.0", "::"):
-        host = socket.gethostname()
-    elif ":" in host:
+        host = choose(candidates or public_address.candidates(settings))
+    if ":" in host:
         host = f"[{host}]"
     scheme = "https" if settings.tls_enabled else "http"
-    return f"{scheme}://{host}:{server.port}{server.base_url}{server.default_url.lstrip('/')}"
+    port = "" if (scheme, server.port) in (("https", 443), ("http", 80)) else f":{server.port}"
+    return f"{scheme}://{host}{port}{server.base_url}{server.default_url.lstrip('/')}"

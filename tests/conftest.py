@@ -69,8 +69,9 @@ def start_daemon(folder: Path) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
     def start(settings: Path, on_notify: Callable[[str], None] | None = None,
-              **env: str) -> DaemonProcess:
-        daemon = DaemonProcess(settings, folder, extra_env=env, on_notify=on_notify).start()
+              prefix: list[str] | None = None, **env: str) -> DaemonProcess:
+        daemon = DaemonProcess(settings, folder, extra_env=env, on_notify=on_notify,
+                               prefix=prefix or []).start()
         started.append(daemon)
         return daemon
 

@@ -6,6 +6,7 @@ Every wait is bounded; every process started here is stopped by pid, also when a
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -138,6 +139,7 @@ class DaemonProcess:
     folder: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     on_notify: Callable[[str], None] | None = None
+    prefix: list[str] = field(default_factory=list)  # e.g. to run it in a network namespace
     process: subprocess.Popen[bytes] | None = None
     notify: NotifyListener | None = None
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -152,7 +154,7 @@ class DaemonProcess:
         env.update(NOTIFY_SOCKET=str(self.notify.path), **self.extra_env)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [JUPYTER_REMOTE, "run", "--settings", str(self.settings)],
+            [*self.prefix, JUPYTER_REMOTE, "run", "--settings", str(self.settings)],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         return self
@@ -300,6 +302,126 @@ class KernelChannel:
 
     def close(self) -> None:
         self.socket.close()
+
+
+class StandInMetadataService:
+    """IMDSv2 as AWS speaks it, on 127.0.0.1 (of a network namespace, if given): a PUT for a
+    token, then GETs that present it."""
+
+    def __init__(self, public_ipv4: str, public_hostname: str,
+                 namespace: "NetworkNamespace | None" = None) -> None:
+        self.answers = {"public-ipv4": public_ipv4, "public-hostname": public_hostname}
+        self.requests: list[str] = []
+        self.violations: list[str] = []
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                service.requests.append(f"PUT {self.path}")
+                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+                if self.path != "/latest/api/token" or not ttl:
+                    service.violations.append(f"PUT {self.path} without a TTL header")
+                    return self._answer(400, "")
+                self._answer(200, "token-abc")
+
+            def do_GET(self) -> None:
+                service.requests.append(f"GET {self.path}")
+                if self.headers.get("X-aws-ec2-metadata-token") != "token-abc":
+                    service.violations.append(f"GET {self.path} without the token")
+                    return self._answer(401, "")
+                item = self.path.removeprefix("/latest/meta-data/")
+                if item in service.answers:
+                    return self._answer(200, service.answers[item])
+                self._answer(404, "")
+
+            def _answer(self, code: int, body: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        def make() -> http.server.ThreadingHTTPServer:
+            return http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+        # Made inside the namespace, the listening socket belongs to the namespace's loopback.
+        self.server = namespace.run(make) if namespace else make()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+class NetworkNamespace:
+    """A network namespace of the test's own (root only): loopback up, and one interface (one end
+    of a veth pair whose other end is in there too) with an address and a default route through it, so "the machine's primary address" is known.
+    Processes enter it through `prefix`; `run` calls a function on a thread inside it (a socket
+    made there belongs to it). Nothing it holds reaches a real network."""
+
+    def __init__(self, address: str = "198.51.100.7", prefix_length: int = 24,
+                 gateway: str = "198.51.100.1") -> None:
+        self.name = f"jr-{uuid.uuid4().hex[:8]}"
+        self.address = address
+        self._ip("netns", "add", self.name)
+        try:
+            for command in (["link", "set", "lo", "up"],
+                            # A pair of which both ends stay inside: no path out.
+                            ["link", "add", "jr0", "type", "veth", "peer", "name", "jr1"],
+                            ["addr", "add", f"{address}/{prefix_length}", "dev", "jr0"],
+                            ["link", "set", "jr1", "up"],
+                            ["link", "set", "jr0", "up"],
+                            ["route", "add", "default", "via", gateway]):
+                self._ip("-n", self.name, *command)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, function: Callable[[], Any]) -> Any:
+        import ctypes
+
+        result: list[Any] = []
+        errors: list[BaseException] = []
+
+        def inside() -> None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:  # this thread alone enters it
+                    raise OSError(ctypes.get_errno(), "setns")
+                result.append(function())
+            except BaseException as error:  # handed to the caller below
+                errors.append(error)
+            finally:
+                os.close(fd)
+
+        thread = threading.Thread(target=inside)
+        thread.start()
+        thread.join(30)
+        if errors:
+            raise errors[0]
+        assert result, "no result from inside the network namespace within 30 s"
+        return result[0]
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
 
 class _SourceAddressAdapter(requests.adapters.HTTPAdapter):

@@ -139,7 +139,8 @@ def test_render_prints_the_config_run_uses(settings):
     assert (server["ip"], server["port"], server["port_retries"], server["open_browser"]) == \
         ("127.0.0.1", 9999, 0, False)
     assert server["quit_button"] is False and server["allow_root"] is False
-    assert server["terminado_settings"] == {"shell_command": ["/bin/bash", "-l"]}
+    assert server["terminado_settings"] == {"shell_command": [
+        "/bin/bash", "--rcfile", str(settings.parent / "run/jupyter/terminal.bashrc"), "-i"]}
     assert server["certfile"].endswith("/tls/live/fullchain.pem")
     assert config["IdentityProvider"] == {"token": ""}
     provider = config["PasswordIdentityProvider"]

@@ -7,7 +7,6 @@ module against a TLS server on 127.0.0.1 that serves them with the extension's o
 from __future__ import annotations
 
 import hashlib
-import http.server
 import ipaddress
 import json
 import logging
@@ -31,8 +30,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from support import JUPYTER_REMOTE, cli
+from support import JUPYTER_REMOTE, StandInMetadataService, cli
 
+from supervisor import hints
 from supervisor.accounts import serving_account
 from supervisor.errors import JupyterRemoteError
 from supervisor.inside_jupyter.jupyter_remote_ext import build_tls_context
@@ -308,7 +308,8 @@ def test_a_new_dns_name_outside_the_constraints_makes_a_new_ca_and_says_so(tls_s
     for command in (("cert", "show"), ("check",)):
         result = cli(*command, "--settings", str(settings.source))
         assert result.returncode == 0, result.stderr
-        assert "browsers must trust the new one (jupyter-remote cert ca)" in result.stdout, command
+        trust = hints.command(settings.source, "cert", "ca")  # test_experience runs such hints
+        assert f"browsers must trust the new one ({trust})" in result.stdout, command
 
 
 def test_changed_ip_names_never_make_a_new_ca(tls_settings):
@@ -449,7 +450,7 @@ def test_cert_show_on_a_damaged_certificate_is_one_line_not_a_traceback(tls_sett
     store_of(settings).certfile.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
     result = cli("cert", "show", "--settings", str(settings.source))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert "is damaged: `jupyter-remote cert renew` replaces it" in result.stdout
+    assert f"is damaged: `{hints.command(settings.source, 'cert', 'renew')}` replaces it" in result.stdout
 
 
 def test_a_failed_issuance_leaves_the_live_certificate_and_says_why_in_one_line(tls_settings, tls_server):
@@ -489,55 +490,6 @@ def test_a_state_folder_that_cannot_hold_versions_is_a_clear_error(tls_settings)
 
 
 # --- the cloud's public names --------------------------------------------------------------------
-
-
-class StandInMetadataService:
-    """IMDSv2 as AWS speaks it, on 127.0.0.1: a PUT for a token, then GETs that present it."""
-
-    def __init__(self, public_ipv4: str, public_hostname: str) -> None:
-        self.answers = {"public-ipv4": public_ipv4, "public-hostname": public_hostname}
-        self.requests: list[str] = []
-        self.violations: list[str] = []
-        service = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                service.requests.append(f"PUT {self.path}")
-                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
-                if self.path != "/latest/api/token" or not ttl:
-                    service.violations.append(f"PUT {self.path} without a TTL header")
-                    return self._answer(400, "")
-                self._answer(200, "token-abc")
-
-            def do_GET(self) -> None:
-                service.requests.append(f"GET {self.path}")
-                if self.headers.get("X-aws-ec2-metadata-token") != "token-abc":
-                    service.violations.append(f"GET {self.path} without the token")
-                    return self._answer(401, "")
-                item = self.path.removeprefix("/latest/meta-data/")
-                if item in service.answers:
-                    return self._answer(200, service.answers[item])
-                self._answer(404, "")
-
-            def _answer(self, code: int, body: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives import serialization
 
 from supervisor.accounts import Account
 from supervisor.errors import JupyterRemoteError, SettingsError
+from supervisor import hints
 from supervisor.files import write_atomic
+from supervisor.public_address import CLOUD_FILE  # the last public names the metadata service told
 from supervisor.settings import Settings
 from supervisor.tls import CertificateInfo, issue
 from supervisor.tls.names import (
@@ -34,8 +36,6 @@ log = logging.getLogger(__name__)
 CA_REPLACED = "replaced.json"  # why and when the CA was last replaced: users must trust it again
 CA_NOTICE_DAYS = 30
 NO_CA = "no CA yet"
-# The last public names the metadata service told, for when it does not answer.
-CLOUD_FILE = "cloud.json"
 
 
 def utcnow() -> datetime:
@@ -90,7 +90,7 @@ def _self_signed(
         else:
             reason = renewal_reason(live, wanted, now, settings.tls.renew_before_days) or ""
     if not reason:
-        return _outcome(store, now)
+        return _outcome(settings, store, now)
     leaf = issue.make_leaf(ca, wanted, settings.tls.validity_days, now)
     meta = _meta("self-signed", leaf.certificate, now)
     version = store.add_version(leaf.certificate_pem, leaf.key_pem, meta)
@@ -98,7 +98,7 @@ def _self_signed(
     store.prune()
     log.info("certificate issued (%s), valid until %s", reason,
              f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
-    return _outcome(store, now, issued=True, reason=reason)
+    return _outcome(settings, store, now, issued=True, reason=reason)
 
 
 def _ca_replacement_reason(
@@ -159,11 +159,11 @@ def _import_files(settings: Settings, store: CertificateStore, now: datetime) ->
                    "is certbot renewing it?",)
     live = _load_live(store)
     if live is not None and issue.certificate_sha256(live) == issue.certificate_sha256(leaf):
-        return _outcome(store, now, notices=notices)
+        return _outcome(settings, store, now, notices=notices)
     version = store.add_version(chain_pem, key_pem, _meta("files", leaf, now))
     store.switch(version)
     store.prune()
-    return _outcome(store, now, issued=True, reason=f"imported {settings.tls.cert_file}",
+    return _outcome(settings, store, now, issued=True, reason=f"imported {settings.tls.cert_file}",
                     notices=notices)
 
 
@@ -247,17 +247,17 @@ def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str
 
 
 def _outcome(
-    store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
+    settings: Settings, store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
     notices: tuple[str, ...] = (),
 ) -> CertificateInfo:
     meta = store.meta() or {}
     version = store.live_version()
     return CertificateInfo(version.name if version else "", meta.get("not_after", ""),
                            meta.get("sha256", ""), issued, reason,
-                           (*notices, *ca_notices(store, now)))
+                           (*notices, *ca_notices(settings, store, now)))
 
 
-def ca_notices(store: CertificateStore, now: datetime) -> list[str]:
+def ca_notices(settings: Settings, store: CertificateStore, now: datetime) -> list[str]:
     try:
         replaced = json.loads((store.ca_dir / CA_REPLACED).read_text())
     except (OSError, ValueError):
@@ -266,4 +266,4 @@ def ca_notices(store: CertificateStore, now: datetime) -> list[str]:
     if now - when > timedelta(days=CA_NOTICE_DAYS):
         return []
     return [f"the local CA was replaced on {when:%Y-%m-%d} ({replaced['reason']}): "
-            "browsers must trust the new one (jupyter-remote cert ca)"]
+            f"browsers must trust the new one ({hints.command(settings.source, 'cert', 'ca')})"]

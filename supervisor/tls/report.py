@@ -6,6 +6,7 @@ from datetime import datetime
 
 from cryptography import x509
 
+from supervisor import hints
 from supervisor.accounts import Account
 from supervisor.settings import Settings
 from supervisor.tls.issue import certificate_sha256
@@ -14,7 +15,6 @@ from supervisor.tls.names import wanted_names
 from supervisor.tls.policy import certificate_names, renewal_reason
 from supervisor.tls.store import CHAIN, CertificateStore
 
-NO_CERTIFICATE = "no certificate yet: `jupyter-remote run` makes one at its first start"
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -34,12 +34,14 @@ def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
     if not settings.tls_enabled:
         return ['TLS is off ([tls] mode = "off"): Jupyter serves plain HTTP on a loopback address']
     store = CertificateStore(settings.state_dir, account)
+    renew = hints.command(settings.source, "cert", "renew")
     try:
         chain = live_chain(store)
     except ValueError:
-        return [f"certificate: {store.certfile} is damaged: `jupyter-remote cert renew` replaces it"]
+        return [f"certificate: {store.certfile} is damaged: `{renew}` replaces it"]
     if not chain:
-        return [NO_CERTIFICATE]
+        return [f"no certificate yet: `{hints.command(settings.source, 'run')}` makes one at its "
+                "first start"]
     certificate = chain[0]
     names = certificate_names(certificate)
     left = certificate.not_valid_after_utc - now
@@ -60,17 +62,17 @@ def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
         except OSError as error:
             lines.append(f"CA:          cannot read {store.ca_certificate}: {error.strerror}")
         except ValueError:
-            lines.append(f"CA:          {store.ca_certificate} is damaged: "
-                         "`jupyter-remote cert renew` replaces it")
+            lines.append(f"CA:          {store.ca_certificate} is damaged: `{renew}` replaces it")
         else:
             lines += [
                 f"CA:          {ca.subject.rfc4514_string()} (until {ca.not_valid_after_utc:%Y-%m-%d})",
                 f"CA sha256:   {fingerprint(ca)}",
-                "trust the CA once: jupyter-remote cert ca > jupyter-remote-ca.pem, then import that file",
+                f"trust the CA once: {hints.command(settings.source, 'cert', 'ca')} "
+                "> jupyter-remote-ca.pem, then import that file",
             ]
         wanted = wanted_names(settings, current_cloud_identity(settings, store))
         due = renewal_reason(certificate, wanted, now, settings.tls.renew_before_days)
         if due:
             lines.append(f"renewal due: {due} (the running daemon renews it within the hour)")
-        lines += [f"notice: {n}" for n in ca_notices(store, now)]
+        lines += [f"notice: {n}" for n in ca_notices(settings, store, now)]
     return lines

@@ -34,6 +34,18 @@ def _load_jupyter_server_extension(serverapp):
     # before Jupyter binds its sockets (its own callback for that is queued after these).
     serverapp.io_loop.add_callback(_guard_connections, serverapp)
     serverapp.io_loop.add_callback(watcher.start)
+    # No jpserver-...-open.html: a file on a remote server opens nothing. The trait is not
+    # configurable, so it is set here, before the server starts.
+    serverapp.no_browser_open_file = True
+    serverapp.log.addFilter(_without_access_hint)
+
+
+def _without_access_hint(record):
+    """Drop Jupyter's "To access the server, open this file in a browser: file:///... or copy and
+    paste one of these URLs" block: its URLs are a file on the server and the machine's host name
+    (on AWS an internal ip-172-31-... name); the daemon logs the URL users open."""
+    message = record.getMessage()
+    return "To access the server" not in message and "-open.html" not in message
 
 
 def _guard_connections(serverapp):
