@@ -6,6 +6,7 @@
   limit and idle-kernel culling, changed without a restart from a file the daemon writes (Jupyter
   has no SIGHUP handler: a HUP would kill it).
 - login.py: logins limited per client address, checked off the event loop, one log line each.
+- activity.py: a user's activity, for the daemon's idle stop, and its warning, for JupyterLab.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -13,6 +14,7 @@ Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
 
 import os
 
+from .activity import ActivityTracker
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
 
@@ -29,3 +31,8 @@ def _load_jupyter_server_extension(serverapp):
     watcher = LiveWatcher(serverapp)
     # The HTTP server does not exist yet while extensions load: start once the loop runs.
     serverapp.io_loop.add_callback(watcher.start)
+    idle = serverapp.config.get("JupyterRemoteIdle", {})
+    if idle.get("activity_file"):
+        tracker = ActivityTracker(serverapp, idle["activity_file"], idle["notice_file"])
+        tracker.install()
+        serverapp.io_loop.add_callback(tracker.start)
