@@ -248,3 +248,19 @@ class IdleWatch:
         if self.due is None:
             return None
         return due_wall_time(self.due, now, now_wall).isoformat(timespec="seconds")
+
+
+def describe(settings: Idle) -> str:
+    """The [idle] setting, as `check` prints it."""
+    if not enabled(settings):
+        return "off ([idle] stop_after_minutes = 0)"
+    what = "power the machine off" if settings.action == "poweroff" else "stop jupyter-remote"
+    return (f"{what} after {settings.stop_after_minutes:g} minutes with nothing active "
+            f"(warned {settings.warn_minutes:g} minutes before)")
+
+
+def status_line(idle_seconds: float | None, action_at: str | None) -> str | None:
+    """What `status` says of the idle stop; None when it is off."""
+    if idle_seconds is None:
+        return None
+    return f"idle:         {idle_seconds:.0f} s with nothing active; idle action due at {action_at}"
