@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import typer
 
-from supervisor import __version__, hints
+from supervisor import __version__, hints, idle
 from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, describe
 from supervisor.settings import Settings, settings_path_from_env
 from supervisor.status import PASSWORD_SIGNAL, RELOAD_SIGNAL, DaemonStatus, running_daemon
@@ -113,6 +113,7 @@ def check(settings: SettingsOption = None) -> None:
         typer.echo(f"             {line}")
     typer.echo(f"user:        {layout.account.name} (Jupyter and its kernels run as this account)")
     typer.echo(f"root_dir:    {layout.root_dir}")
+    typer.echo(f"idle stop:   {idle.describe(loaded.idle)}")
     if loaded.auth.password_hash:
         typer.echo(f"password:    set inline ([auth] password_hash in {loaded.source})")
         if os.stat(loaded.source).st_mode & 0o004:
@@ -311,6 +312,8 @@ def status(
     typer.echo(f"restarts:     {daemon.restarts}")
     if daemon.cert_days_left is not None:
         typer.echo(f"certificate:  {daemon.cert_days_left} days left")
+    if (idle_line := idle.status_line(daemon.idle_seconds, daemon.idle_action_at)) is not None:
+        typer.echo(idle_line)
     if daemon.last_error:
         typer.echo(f"last error:   {daemon.last_error}")
     if daemon.restart_pending:

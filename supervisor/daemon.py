@@ -8,23 +8,26 @@ What to decide lives elsewhere, as pure functions: the backoff (states), the hea
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from datetime import datetime, UTC
 from pathlib import Path
 
-from supervisor import child, health, loading, passwords, status
+from supervisor import child, health, idle, loading, passwords, status
 from supervisor.errors import JupyterRemoteError, SettingsError, describe
 from supervisor.health import Answer, HealthTracker, ProbeRunner, Target, Verdict, local_address
 from supervisor.kernel_env import PackageJob
-from supervisor.layout import layout_of
+from supervisor.files import write_atomic
+from supervisor.layout import layout_of, root_folder
 from supervisor.loop import Clock, SignalQueue, Timers
 from supervisor.notify import Notifier
 from supervisor.prepare import Prepared, prepare, write_jupyter_config
-from supervisor.render import serving_url
+from supervisor.render import activity_file, notice_file, serving_url
 from supervisor.settings import Settings, needs_restart
 from supervisor.states import Backoff, State, check_transition
 from supervisor.tls.watch import CertificateWatcher, live_certificate
@@ -61,6 +64,7 @@ class Daemon:
         self.restart_pending: str | None = None
         self.exit_code = 0
         self.identity = status.own_identity()
+        self.idle = idle.IdleWatch(idle.ActivityClock(clock()))
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -121,6 +125,7 @@ class Daemon:
         self.settings, self.prepared = settings, prepared
         self.certificates.watch(settings, prepared.layout.account, prepared.certificate)
         self.packages.start(prepared.layout, prepared.kernel_env)  # Jupyter starts meanwhile
+        self._configure_idle()
 
     def _start_jupyter(self) -> None:
         assert self.prepared is not None
@@ -406,6 +411,95 @@ class Daemon:
                         "restart jupyter-remote; running kernels stop)", self.restart_pending)
             self._write_status()
 
+    # --- idle stop (decisions in supervisor.idle) ----------------------------------------------
+
+    def _configure_idle(self) -> None:
+        """At start and on every reload: a changed [idle] applies at once, without a restart."""
+        assert self.prepared is not None
+        account = self.prepared.layout.account
+        recorded = activity_file(self.settings)
+        # The extension, running as the account, records activity here; root only lstat()s it.
+        root_folder(recorded.parent, 0o755, None if account.is_self else (account.uid, account.gid))
+        self.idle.configure(self.settings.idle, recorded, account.uid)
+        if idle.enabled(self.settings.idle):
+            self.timers.after("idle", 0, self._idle_look)
+        else:
+            self.timers.cancel("idle")
+            self._idle_notice({})
+
+    def _idle_look(self) -> None:
+        jupyter_pid = self.jupyter.pid if self.jupyter else None
+        decision, called_off = self.idle.look(self.clock(), jupyter_pid)
+        next_look = decision.next_look
+        if called_off:
+            log.info("idle stop called off: %s was active", self.idle.activity.what)
+            self._idle_notice({})
+            self.notifier.status(f"Serving {self.url}")
+        if decision.step is idle.Step.WARN:
+            self._warn_idle(decision.due)
+        elif decision.step is idle.Step.ACT:
+            busy = self._busy_with()
+            if not busy:
+                self._act_on_idle()
+                next_look = idle.LONGEST_LOOK  # a poweroff that never came is asked for again
+            else:
+                log.info("idle stop postponed: %s is in progress", busy)
+        self._write_status()
+        if self.state is not State.STOPPED:
+            self.timers.after("idle", next_look, self._idle_look)
+
+    def _busy_with(self) -> str:
+        """What the idle action must never interrupt."""
+        if self.restarting_for_reload or self.reload_after_start:
+            return "a reload"
+        if self.certificates.check is not None:
+            return "a certificate check"
+        if self.packages.pid is not None:
+            return "a kernel-package install"
+        return ""
+
+    def _warn_idle(self, due: float) -> None:
+        settings = self.settings.idle
+        at = idle.due_wall_time(due, self.clock(), time.time()).astimezone()
+        text = idle.warning_text(settings.action, at)
+        log.warning("idle since %s: [idle] action %s is due at %s unless something is active",
+                    self.idle.activity.what, settings.action, at.isoformat(timespec="seconds"))
+        self.notifier.status(f"Serving {self.url}; idle: {settings.action} at "
+                             f"{at.isoformat(timespec='seconds')} unless something is active")
+        self._idle_notice({"message": text, "due": at.isoformat(timespec="seconds")})
+
+    def _idle_notice(self, notice: dict[str, str]) -> None:
+        """The warning for open JupyterLabs, which poll it through the extension."""
+        if self.prepared is None:
+            return
+        mode, owner = self.prepared.layout.account_readable
+        try:
+            write_atomic(notice_file(self.settings), json.dumps(notice).encode(), mode=mode,
+                         owner=owner)
+        except OSError as error:
+            log.warning("cannot write the idle warning for JupyterLab: %s", error)
+
+    def _act_on_idle(self) -> None:
+        settings = self.settings.idle
+        why = (f"nothing active for {settings.stop_after_minutes:g} minutes "
+               f"([idle] stop_after_minutes; the last activity: {self.idle.activity.what})")
+        if settings.action == "stop":
+            log.warning("%s: stopping jupyter-remote, as [idle] action = \"stop\" says", why)
+            self.notifier.status(f"Stopping: {why}")
+            self._stop()
+            return
+        log.warning("%s: powering the machine off, as [idle] action = \"poweroff\" says", why)
+        self.notifier.status(f"Powering off: {why}")
+        try:
+            asked = subprocess.run(["systemctl", "--no-block", "poweroff"], capture_output=True,
+                                   text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log.error("cannot power the machine off: systemctl: %s", error)
+            return
+        if asked.returncode:
+            log.error("cannot power the machine off: systemctl poweroff: %s",
+                      asked.stderr.strip() or f"exit status {asked.returncode}")
+
     # --- status -------------------------------------------------------------------------------
 
     def _write_status(self) -> None:
@@ -416,6 +510,8 @@ class Daemon:
             started=self.started.isoformat(timespec="seconds"), restarts=self.restarts,
             cert_days_left=self.certificates.days_left(), last_error=self.last_error,
             restart_pending=self.restart_pending, reload=self.reload,
+            idle_seconds=self.idle.idle_seconds(self.clock()),
+            idle_action_at=self.idle.action_at(self.clock(), time.time()),
         )
         try:
             status.write(self.settings.runtime_dir, current)

@@ -14,6 +14,8 @@ from supervisor.public_address import Candidates, choose
 from supervisor.settings import Settings
 
 EXTENSION = "jupyter_remote_ext"
+# The front-end piece of the idle warning: prebuilt, found through LabServerApp.extra_labextensions_path.
+LABEXTENSIONS = Path(__file__).parent / "inside_jupyter" / "labextensions"
 # Enabled by name so that a stray config elsewhere cannot switch them off; notebook serves /tree.
 SERVER_EXTENSIONS = ("jupyterlab", "notebook", "jupyter_server_terminals", "jupyter_lsp", "notebook_shim")
 
@@ -84,6 +86,12 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
             "live_file": str(inputs.live_file),
             "rate_limit_per_minute": settings.auth.rate_limit_per_minute,
         },
+        # Always: enabling [idle] on reload then needs no restart.
+        "JupyterRemoteIdle": {
+            "activity_file": str(activity_file(settings)),
+            "notice_file": str(notice_file(settings)),
+        },
+        "LabServerApp": {"extra_labextensions_path": [str(LABEXTENSIONS)]},
     }
     if settings.kernel.cull_idle_minutes:
         config["MappingKernelManager"] = {
@@ -100,6 +108,16 @@ def lab_setting_overrides() -> dict[str, Any]:
     news?" (it asks while fetchNews is "none"); a user may still change them in Settings."""
     return {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
                                                             "checkForUpdates": False}}
+
+
+def activity_file(settings: Settings) -> Path:
+    """Where the extension records the time of the last user act: in a folder the account owns."""
+    return settings.runtime_dir / "activity" / "last"
+
+
+def notice_file(settings: Settings) -> Path:
+    """The idle warning the daemon writes for open JupyterLabs (beside the rendered config)."""
+    return settings.runtime_dir / "jupyter" / "idle.json"
 
 
 def live_values(settings: Settings, hashed_password: str) -> dict[str, Any]:

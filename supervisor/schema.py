@@ -33,6 +33,7 @@ from supervisor.trust import untrusted
 
 MAX_VALIDITY_DAYS = 825  # Apple's limit for TLS server certificates
 TLS_MODES = ("self-signed", "files", "off")
+IDLE_ACTIONS = ("poweroff", "stop")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # Values never shown in an error: only what is wrong with them.
 SECRET_KEYS = {("auth", "password_hash")}
@@ -143,6 +144,7 @@ def _requirement(value: str) -> str:
 Text = Annotated[str, AfterValidator(_printable)]
 Port = Annotated[int, AfterValidator(_between(1, 65535))]
 Seconds = Annotated[float, AfterValidator(_between(1, 3600))]
+Minutes = Annotated[float, AfterValidator(_between(0, 525_600))]  # fractions allowed; a year at most
 
 
 class _Section(BaseModel):
@@ -182,6 +184,12 @@ class KernelSettings(_Section):
     cull_idle_minutes: Annotated[int, AfterValidator(_between(0, 525_600))] = 0
 
 
+class IdleSettings(_Section):
+    stop_after_minutes: Minutes = 0
+    action: Annotated[str, AfterValidator(_one_of(*IDLE_ACTIONS))] = "poweroff"
+    warn_minutes: Minutes = 10
+
+
 class SuperviseSettings(_Section):
     start_timeout: Seconds = 120
     health_interval: Seconds = 10
@@ -198,6 +206,7 @@ class SettingsModel(_Section):
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
     kernel: KernelSettings = KernelSettings()
+    idle: IdleSettings = IdleSettings()
     supervise: SuperviseSettings = SuperviseSettings()
     paths: PathSettings = PathSettings()
 

@@ -61,6 +61,13 @@ class Kernel:
 
 
 @dataclass(frozen=True)
+class Idle:
+    stop_after_minutes: float = 0  # 0 = never
+    action: str = "poweroff"  # "poweroff" | "stop"
+    warn_minutes: float = 10
+
+
+@dataclass(frozen=True)
 class Supervise:
     start_timeout: float = 120
     health_interval: float = 10
@@ -85,6 +92,7 @@ class Settings:
     auth: Auth = Auth()
     tls: Tls = Tls()
     kernel: Kernel = Kernel()
+    idle: Idle = Idle()
     supervise: Supervise = Supervise()
     paths: Paths = Paths()
 
@@ -127,7 +135,8 @@ class Settings:
 
 
 SECTION_TYPES: dict[str, type] = {
-    "server": Server, "auth": Auth, "tls": Tls, "kernel": Kernel, "supervise": Supervise,
+    "server": Server, "auth": Auth, "tls": Tls, "kernel": Kernel, "idle": Idle,
+    "supervise": Supervise,
     "paths": Paths,
 }
 

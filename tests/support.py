@@ -278,6 +278,10 @@ class KernelChannel:
         )
 
     def execute(self, code: str, timeout: float = 60) -> str:
+        return self.wait(self.send(code), timeout)
+
+    def send(self, code: str) -> str:
+        """Ask the kernel to run `code`; the request's id, for `wait`."""
         msg_id = uuid.uuid4().hex
         self.socket.send(json.dumps({
             "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex,
@@ -286,6 +290,10 @@ class KernelChannel:
             "content": {"code": code, "silent": False, "store_history": False,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
         }))
+        return msg_id
+
+    def wait(self, msg_id: str, timeout: float = 60) -> str:
+        """What the request printed, once the kernel is idle again."""
         output, deadline = [], time.monotonic() + timeout
         while time.monotonic() < deadline:
             message = json.loads(self.socket.recv())

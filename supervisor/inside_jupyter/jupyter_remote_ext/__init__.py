@@ -8,6 +8,7 @@
 - login.py: logins limited per client address, checked off the event loop, one log line each.
 - guard.py: connections limited per client address and timed out until they authenticate, before
   the TLS handshake, so that idle connections cannot take every descriptor.
+- activity.py: a user's activity, for the daemon's idle stop, and its warning, for JupyterLab.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -15,6 +16,7 @@ Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
 
 import os
 
+from .activity import ActivityTracker
 from .guard import SETTINGS_KEY, ConnectionGuard
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
@@ -34,6 +36,11 @@ def _load_jupyter_server_extension(serverapp):
     # before Jupyter binds its sockets (its own callback for that is queued after these).
     serverapp.io_loop.add_callback(_guard_connections, serverapp)
     serverapp.io_loop.add_callback(watcher.start)
+    idle = serverapp.config.get("JupyterRemoteIdle", {})
+    if idle.get("activity_file"):
+        tracker = ActivityTracker(serverapp, idle["activity_file"], idle["notice_file"])
+        tracker.install()
+        serverapp.io_loop.add_callback(tracker.start)
     # No jpserver-...-open.html: a file on a remote server opens nothing. The trait is not
     # configurable, so it is set here, before the server starts.
     serverapp.no_browser_open_file = True
