@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from supervisor import child
-from supervisor.layout import layout
+from supervisor.layout import layout_of
 from supervisor.loading import load
 from supervisor.passwords import hash_password
 from conftest import settings_port
@@ -84,10 +84,10 @@ def test_a_busy_port_makes_jupyter_exit_not_move_whatever_the_stray_config_says(
     """
     _, _, settings_file = jupyter
     settings = load(settings_file)
-    place = layout(settings)
-    argv = child.as_account(place.account, [str(child.jupyter_executable(settings)), "lab",
+    layout = layout_of(settings)
+    argv = child.as_account(layout.account, [str(child.jupyter_executable(settings)), "lab",
                                             *settings.server.extra_args])
-    env = child.jupyter_environment(settings, place.account, place.config_dir)
+    env = child.jupyter_environment(settings, layout.account, layout.config_dir)
     try:
         second = child.run(argv, env, timeout=90)
     except subprocess.TimeoutExpired:

@@ -20,7 +20,7 @@ from support import cli, wait_until
 from test_tls_live import served_fingerprint
 
 from supervisor.accounts import serving_account
-from supervisor.settings import load
+from supervisor.loading import load
 from supervisor.tls.store import CertificateStore
 
 SSLYZE = Path(__file__).resolve().parent / "sslyze"
