@@ -108,7 +108,8 @@ class Jupyter:
 
 
 def spawn(settings: Settings, account: Account, config_dir: Path, root_dir: Path,
-          kernel_env: Path | None = None) -> Jupyter:
+          kernel_env: Path | None = None, pass_fds: tuple[int, ...] = ()) -> Jupyter:
+    """`pass_fds`: sockets Jupyter inherits under the same numbers (acme mode's HTTP-01 listener)."""
     argv = command(settings, account)
     executable = jupyter_executable(settings)
     if not os.access(executable, os.X_OK):
@@ -116,7 +117,7 @@ def spawn(settings: Settings, account: Account, config_dir: Path, root_dir: Path
     try:
         process = subprocess.Popen(
             argv, env=environment(settings, account, config_dir, kernel_env), cwd=root_dir,
-            stdin=subprocess.DEVNULL, process_group=0, close_fds=True,
+            stdin=subprocess.DEVNULL, process_group=0, close_fds=True, pass_fds=pass_fds,
         )
     except OSError as error:
         raise JupyterRemoteError(f"cannot run Jupyter ({argv[0]}): {error.strerror}") from None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.settings import Settings
+from supervisor.tls.store import challenge_dir
 
 EXTENSION = "jupyter_remote_ext"
 # Enabled by name so that a stray config elsewhere cannot switch them off; notebook serves /tree.
@@ -26,6 +27,9 @@ class JupyterInputs:
     live_file: Path  # the channel through which the extension applies changes without a restart
     certfile: Path | None = None
     keyfile: Path | None = None
+    # acme mode: the listening socket for HTTP-01 the daemon bound (acme.bind_http_challenge_socket)
+    # and passes to Jupyter under the same number (child.spawn pass_fds); None = TLS-ALPN-01 only.
+    acme_http_fd: int | None = None
 
 
 def root_dir(settings: Settings, home: Path) -> Path:
@@ -72,6 +76,12 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
             "rate_limit_per_minute": settings.auth.rate_limit_per_minute,
         },
     }
+    if settings.tls.mode == "acme":
+        # The extension answers the CA's challenges from the folder the daemon publishes them in.
+        config["AcmeChallenges"] = {
+            "folder": str(challenge_dir(settings.state_dir)),
+            "http_fd": inputs.acme_http_fd if inputs.acme_http_fd is not None else -1,
+        }
     if settings.kernel.cull_idle_minutes:
         config["MappingKernelManager"] = {
             "cull_idle_timeout": settings.kernel.cull_idle_minutes * 60,

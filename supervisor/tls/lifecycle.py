@@ -49,6 +49,11 @@ class Outcome:
     issued: bool = False
     reason: str = ""
     notices: list[str] = field(default_factory=list)
+    # acme mode: why the CA's certificate is not (yet) live; when to call again (seconds; None =
+    # the usual hourly look); and whether only a settings change can help (never retry before).
+    error: str = ""
+    next_attempt_after: float | None = None
+    retry_blocked: bool = False
 
 
 def utcnow() -> datetime:
@@ -56,9 +61,15 @@ def utcnow() -> datetime:
 
 
 def ensure_current(
-    settings: Settings, account: Account, now: datetime | None = None, *, force: str = ""
+    settings: Settings, account: Account, now: datetime | None = None, *, force: str = "",
+    jupyter_answers: bool = True,
 ) -> Outcome:
-    """Make the live certificate present and current; `force` names a reason to renew anyway."""
+    """Make the live certificate present and current; `force` names a reason to renew anyway.
+
+    In acme mode one call makes at most one bounded order (about 90 s) and returns; with
+    `jupyter_answers` False (before Jupyter serves, so nobody could answer a challenge) it only
+    makes sure the local CA's certificate is live.
+    """
     now = now or utcnow()
     store = CertificateStore(settings.state_dir, account)
     try:
@@ -67,7 +78,11 @@ def ensure_current(
             store.repair()
             if settings.tls.mode == "files":
                 return _import_files(settings, store, now)
-            return _self_signed(settings, store, now, force)
+            if settings.tls.mode == "acme":
+                from supervisor.tls import acme
+
+                return acme.ensure(settings, store, now, force, jupyter_answers=jupyter_answers)
+            return self_signed(settings, store, now, force)
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         raise JupyterRemoteError(
@@ -76,7 +91,7 @@ def ensure_current(
         ) from None
 
 
-def _self_signed(settings: Settings, store: CertificateStore, now: datetime, force: str) -> Outcome:
+def self_signed(settings: Settings, store: CertificateStore, now: datetime, force: str) -> Outcome:
     cloud = current_cloud_identity(settings, store, remember=True)
     wanted = wanted_names(settings, cloud)
     ca = _load_ca(store)
@@ -91,7 +106,7 @@ def _self_signed(settings: Settings, store: CertificateStore, now: datetime, for
                 {"when": now.isoformat(), "reason": ca_reason}).encode(), mode=0o644)
         log.info("local CA made: %s", ca_reason)
 
-    live = _load_live(store)
+    live = load_live(store)
     reason = force
     if not reason:
         if live is None:
@@ -101,13 +116,13 @@ def _self_signed(settings: Settings, store: CertificateStore, now: datetime, for
         else:
             reason = renewal_reason(live, wanted, now, settings.tls.renew_before_days) or ""
     if not reason:
-        return _outcome(store, now)
+        return outcome(store, now)
     leaf = issue.make_leaf(ca, wanted, settings.tls.validity_days, now)
-    version = store.add_version(leaf.certificate_pem, leaf.key_pem, _meta("self-signed", leaf.certificate, now))
+    version = store.add_version(leaf.certificate_pem, leaf.key_pem, version_meta("self-signed", leaf.certificate, now))
     store.switch(version)
     store.prune()
     log.info("certificate issued (%s), valid until %s", reason, f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
-    return _outcome(store, now, issued=True, reason=reason)
+    return outcome(store, now, issued=True, reason=reason)
 
 
 def _ca_replacement_reason(
@@ -164,13 +179,13 @@ def _import_files(settings: Settings, store: CertificateStore, now: datetime) ->
     left = leaf.not_valid_after_utc - now
     if left < timedelta(days=settings.tls.renew_before_days):
         notices.append(f"{settings.tls.cert_file} expires in {left.days} days: is certbot renewing it?")
-    live = _load_live(store)
+    live = load_live(store)
     if live is not None and _sha256(live) == _sha256(leaf):
-        return _outcome(store, now, notices=notices)
-    version = store.add_version(chain_pem, key_pem, _meta("files", leaf, now))
+        return outcome(store, now, notices=notices)
+    version = store.add_version(chain_pem, key_pem, version_meta("files", leaf, now))
     store.switch(version)
     store.prune()
-    return _outcome(store, now, issued=True, reason=f"imported {settings.tls.cert_file}", notices=notices)
+    return outcome(store, now, issued=True, reason=f"imported {settings.tls.cert_file}", notices=notices)
 
 
 def read_certificate_files(settings: Settings, now: datetime) -> tuple[bytes, bytes, x509.Certificate]:
@@ -223,7 +238,7 @@ def _load_ca(store: CertificateStore) -> issue.Issued | None:
     return issue.Issued(certificate, key)  # type: ignore[arg-type]
 
 
-def _load_live(store: CertificateStore) -> x509.Certificate | None:
+def load_live(store: CertificateStore) -> x509.Certificate | None:
     version = store.live_version()
     if version is None:
         return None
@@ -243,7 +258,7 @@ def _sha256(certificate: x509.Certificate) -> str:
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str, object]:
+def version_meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str, object]:
     return {
         "source": source,
         "sha256": _sha256(certificate),
@@ -253,15 +268,16 @@ def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str
     }
 
 
-def _outcome(
+def outcome(
     store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
-    notices: list[str] = (),
+    notices: list[str] = (), error: str = "", next_attempt_after: float | None = None,
+    retry_blocked: bool = False,
 ) -> Outcome:
     meta = store.meta() or {}
     version = store.live_version()
     notices = [*notices, *ca_notices(store, now)]
     return Outcome(version.name if version else "", meta.get("not_after", ""), meta.get("sha256", ""),
-                   issued, reason, notices)
+                   issued, reason, notices, error, next_attempt_after, retry_blocked)
 
 
 def ca_notices(store: CertificateStore, now: datetime) -> list[str]:

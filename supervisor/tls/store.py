@@ -4,6 +4,7 @@
     <state_dir>/tls/versions/0007/             one issued or imported certificate, complete or absent
         fullchain.pem  privkey.pem  meta.json  (privkey: the Jupyter account alone)
     <state_dir>/tls/live -> versions/0007      replaced by rename: never half-switched
+    <state_dir>/tls/acme/, acme-challenges/     acme mode (supervisor.tls.acme)
 
 A version folder is filled under a temporary name and renamed into place, so a reader never sees
 half of one; the live link is replaced with rename(2), so it always names a whole version.
@@ -31,6 +32,11 @@ CHAIN = "fullchain.pem"
 KEY = "privkey.pem"
 META = "meta.json"
 KEEP_VERSIONS = 3
+
+
+def challenge_dir(state_dir: Path) -> Path:
+    """acme mode: where the daemon publishes challenge answers for the extension inside Jupyter."""
+    return state_dir / "tls" / "acme-challenges"
 
 
 class CertificateStore:

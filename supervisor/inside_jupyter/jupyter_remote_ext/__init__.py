@@ -6,6 +6,8 @@
   limit and idle-kernel culling, changed without a restart from a file the daemon writes (Jupyter
   has no SIGHUP handler: a HUP would kill it).
 - login.py: logins limited per client address, checked off the event loop, one log line each.
+- acme_answer.py: acme mode: answers the CA's TLS-ALPN-01 challenges in the live TLS context and
+  HTTP-01 challenges on a socket the daemon binds and passes down.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -13,6 +15,7 @@ Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
 
 import os
 
+from .acme_answer import AcmeAnswers, AcmeChallenges
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
 
@@ -27,5 +30,10 @@ def _load_jupyter_server_extension(serverapp):
     # The daemon put this module on PYTHONPATH; kernels and terminals must not inherit that.
     os.environ.pop("PYTHONPATH", None)
     watcher = LiveWatcher(serverapp)
+    challenges = AcmeChallenges(parent=serverapp)
+    if challenges.folder:
+        watcher.acme = AcmeAnswers(serverapp, challenges.folder)
+        if challenges.http_fd >= 0:
+            serverapp.io_loop.add_callback(watcher.acme.start_http, challenges.http_fd)
     # The HTTP server does not exist yet while extensions load: start once the loop runs.
     serverapp.io_loop.add_callback(watcher.start)
