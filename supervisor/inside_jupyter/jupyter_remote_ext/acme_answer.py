@@ -34,7 +34,7 @@ class AcmeChallenges(Configurable):
 
 def identifier_of(server_name: str) -> str:
     """The ACME identifier a TLS-ALPN-01 handshake is for: an IP address arrives as its
-    reverse-DNS name (RFC 8738 section 6), e.g. 7.0.113.203.in-addr.arpa."""
+    reverse-DNS name (RFC 8738 section 6), e.g. 7.113.0.203.in-addr.arpa."""
     name = server_name.lower().rstrip(".")
     if name.endswith(".in-addr.arpa"):
         parts = name[: -len(".in-addr.arpa")].split(".")
