@@ -223,6 +223,8 @@ def cert_renew(settings: SettingsOption = None) -> None:
     if not loaded.tls_enabled:
         raise JupyterRemoteError('cert renew: TLS is off ([tls] mode = "off")')
     outcome = lifecycle.ensure_current(loaded, layout(loaded).account, force="asked for (cert renew)")
+    if outcome.error:  # acme mode: the CA did not issue; the live certificate is unchanged
+        raise JupyterRemoteError(f"cert renew: {outcome.error}")
     what = "issued" if outcome.issued else "unchanged (certbot's files are already live)"
     typer.echo(f"certificate {what}: version {outcome.version}, valid until {outcome.not_after[:10]}")
     typer.echo("a running server serves it to new connections within a second")
@@ -236,6 +238,9 @@ def cert_ca(settings: SettingsOption = None) -> None:
     from supervisor.prepare import layout
 
     loaded = _load(settings)
+    if loaded.tls.mode == "acme":
+        raise JupyterRemoteError('cert ca: nothing to trust in [tls] mode = "acme": the certificate '
+                                 "comes from a CA that browsers already trust (see cert show)")
     if loaded.tls.mode != "self-signed":
         raise JupyterRemoteError(f'cert ca: there is no local CA in [tls] mode = "{loaded.tls.mode}"')
     path = layout(loaded).store.ca_certificate

@@ -252,16 +252,33 @@ def test_http01_for_a_dns_name_then_the_ca_gone_keeps_it_served(acme_settings, p
     assert verifies(server.port, "jupyter.test", root) == served  # the last good one, still served
 
 
-def test_http01_for_the_ip_address(acme_settings, pebble, jupyter, folder):
+def test_http01_for_the_ip_address_once_the_ca_is_back(acme_settings, pebble, jupyter, folder):
     settings = loaded(acme_settings(["127.0.0.1"]))
-    pebble.start()
     server = jupyter(settings)
-    outcome = lifecycle.ensure_current(settings, server.account)
+    down = lifecycle.ensure_current(settings, server.account)  # pebble not started yet
+    assert down.error.startswith("cannot reach the ACME server") and not down.issued
+    shown = cli("cert", "show", "--settings", str(settings.source)).stdout
+    assert f"the local CA, until the first certificate from {pebble.directory}" in shown
+    assert f"last order failed: {down.error}" in shown
+
+    pebble.start()
+    later = datetime.now(UTC) + timedelta(hours=1)  # past the backoff
+    outcome = lifecycle.ensure_current(settings, server.account, now=later)
     assert outcome.issued and not outcome.error, outcome
     root = pebble_root(pebble, folder)
     served = wait_until(lambda: verifies(server.port, "127.0.0.1", root), 10, "pebble's certificate served")
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    settled = lifecycle.ensure_current(settings, server.account, now=later)
+    assert not settled.issued and not settled.error
+    assert settled.next_attempt_after > 0  # when renewal is due
+    shown = cli("cert", "show", "--settings", str(settings.source)).stdout
+    assert "failed" not in shown  # the earlier failure is forgotten
+    assert f"issuer:      {served.issuer.rfc4514_string()}" in shown
+    meta = CertificateStore(settings.state_dir, server.account).meta()
+    assert f"account:     {meta['account']}" in shown and "renewal:     from " in shown
+    refused = cli("cert", "ca", "--settings", str(settings.source))
+    assert refused.returncode == 1 and "nothing to trust" in refused.stderr
 
 
 def test_tls_alpn01_on_the_https_port_for_a_name_and_an_ip(acme_settings, pebble, jupyter, folder):
