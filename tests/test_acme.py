@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from acme_support import BLOCKED_NAME, Pebble, served_certificate
 from support import cli, free_port, stop_tree, wait_until
@@ -369,3 +370,34 @@ def test_an_unreachable_ca_is_asked_again_only_after_the_backoff(make_settings, 
         assert 96 <= later.next_attempt_after <= 144  # the second failure in a row waits twice as long
     finally:
         down.close()
+
+
+def test_tls_alpn01_through_the_daemon_renews_live_under_load(serve, pebble, folder):
+    """The daemon's Jupyter answers TLS-ALPN-01 on its HTTPS port; each new certificate reaches new
+    connections with none failing, and a kernel keeps its state over its open websocket."""
+    from test_tls_live import Prober, fingerprint_of, open_kernel
+
+    pebble.start()
+    serving = serve(server={"port": pebble.tls_port},
+                    tls={"mode": "acme", "acme_directory": pebble.directory, "hostnames": ["127.0.0.1"],
+                         "acme_ca_bundle": str(pebble.listener_ca), "acme_http_port": 0})
+    settings = loaded(serving.settings)
+    owner = serving_account(settings)
+    kernel = open_kernel(serving.base, serving.ca, serving.password)
+    jupyter_pid = serving.daemon.status()["jupyter_pid"]
+    trust = folder / "trust.pem"  # what a browser trusts, plus the local CA served until the first
+    trust.write_bytes(pebble.root_pem() + Path(serving.ca).read_bytes())
+    root = pebble_root(pebble, folder)
+    with Prober(serving.port, str(trust)) as prober:
+        for number in range(3):
+            outcome = lifecycle.ensure_current(settings, owner, force=f"test renewal {number}")
+            assert outcome.issued and not outcome.error, outcome
+            wait_until(lambda: (served := verifies(serving.port, "127.0.0.1", root)) is not None
+                       and fingerprint_of(served.public_bytes(serialization.Encoding.DER)) == outcome.sha256,
+                       10, f"certificate {number + 1} from pebble served")
+    assert prober.failures == [] and prober.hangs == 0
+    assert len(prober.seen) == 4 and prober.connections > 20
+    assert kernel.execute("print(state + 1)").strip() == "42"
+    status = serving.daemon.status()
+    assert status["jupyter_pid"] == jupyter_pid and status["restarts"] == 0
+    kernel.close()

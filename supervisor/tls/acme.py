@@ -419,7 +419,13 @@ def ensure(settings: Settings, store: CertificateStore, now: datetime, force: st
     log.info("ordering a certificate from %s for %s (%s)", settings.tls.acme_directory,
              ", ".join([*names.dns, *names.ips]), reason)
     try:
-        issued = order(settings, store, names)
+        try:
+            issued = order(settings, store, names)
+        except (AcmeFailure, OSError):
+            raise
+        except Exception as error:  # a surprise in the exchange must not stop the serving
+            log.exception("ACME: unexpected failure")
+            raise AcmeFailure("server", f"internal error in the ACME exchange: {error!r}") from None
     except AcmeFailure as failure:
         state = record_failure(store, failure, fingerprint, now, draw)
         log.warning("ACME: %s", state.error)
@@ -470,6 +476,7 @@ def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
     import requests
     from acme import client, errors, messages
 
+    _register_tls_alpn()  # before the first authorization is read, or its challenge stays unknown
     url = settings.tls.acme_directory
     started = time.monotonic()
     account_key = _account_key(store, url)
@@ -623,7 +630,6 @@ def _account(acme_client: Any, store: CertificateStore, settings: Settings) -> s
 
 
 def _pick_challenge(settings: Settings, authzr: Any, identifier: str) -> tuple[Any, str]:
-    _register_tls_alpn()
     offered = {c.chall.typ: c for c in authzr.body.challenges}
     if settings.tls.acme_http_port and "http-01" in offered:
         return offered["http-01"], "port 80"
