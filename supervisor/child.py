@@ -109,7 +109,7 @@ class Jupyter:
 
 def spawn(settings: Settings, account: Account, config_dir: Path, root_dir: Path,
           kernel_env: Path | None = None, pass_fds: tuple[int, ...] = ()) -> Jupyter:
-    """`pass_fds`: sockets Jupyter inherits under the same numbers (acme mode's HTTP-01 listener)."""
+    """`pass_fds`: sockets Jupyter inherits under the same numbers (acme mode's HTTP-01 socket)."""
     argv = command(settings, account)
     executable = jupyter_executable(settings)
     if not os.access(executable, os.X_OK):

@@ -239,8 +239,8 @@ def cert_ca(settings: SettingsOption = None) -> None:
 
     loaded = _load(settings)
     if loaded.tls.mode == "acme":
-        raise JupyterRemoteError('cert ca: nothing to trust in [tls] mode = "acme": the certificate '
-                                 "comes from a CA that browsers already trust (see cert show)")
+        raise JupyterRemoteError('cert ca: nothing to trust in [tls] mode = "acme": the '
+                                 "certificate comes from a CA browsers already trust (cert show)")
     if loaded.tls.mode != "self-signed":
         raise JupyterRemoteError(f'cert ca: there is no local CA in [tls] mode = "{loaded.tls.mode}"')
     path = layout(loaded).store.ca_certificate

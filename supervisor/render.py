@@ -27,8 +27,8 @@ class JupyterInputs:
     live_file: Path  # the channel through which the extension applies changes without a restart
     certfile: Path | None = None
     keyfile: Path | None = None
-    # acme mode: the listening socket for HTTP-01 the daemon bound (acme.bind_http_challenge_socket)
-    # and passes to Jupyter under the same number (child.spawn pass_fds); None = TLS-ALPN-01 only.
+    # acme mode: the HTTP-01 listening socket the daemon bound (tls/challenge_socket.py) and passes
+    # to Jupyter under the same number (child.spawn pass_fds); None = TLS-ALPN-01 only.
     acme_http_fd: int | None = None
 
 

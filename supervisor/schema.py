@@ -279,13 +279,14 @@ def _acme_checks(settings: Settings) -> list[str]:
     tls = settings.tls
     problems = []
     if tls.acme_http_port and tls.acme_http_port == settings.server.port:
-        problems.append(f"[tls] acme_http_port: must differ from [server] port (HTTPS is served there), "
-                        f"got {tls.acme_http_port}")
+        problems.append("[tls] acme_http_port: must differ from [server] port (HTTPS is served "
+                        f"there), got {tls.acme_http_port}")
     if tls.acme_ca_bundle:
         try:
             text = Path(tls.acme_ca_bundle).read_text(encoding="ascii", errors="replace")
         except OSError as error:
-            problems.append(f"[tls] acme_ca_bundle: cannot read {tls.acme_ca_bundle}: {error.strerror}")
+            problems.append(
+                f"[tls] acme_ca_bundle: cannot read {tls.acme_ca_bundle}: {error.strerror}")
         else:
             if "-----BEGIN CERTIFICATE-----" not in text:
                 problems.append(f"[tls] acme_ca_bundle: not a PEM certificate file, "

@@ -53,31 +53,50 @@ def make_tls_pair(folder: Path) -> tuple[Path, Path, Path]:
     now = datetime.now(timezone.utc) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble test listener CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now).not_valid_after(now + timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = folder / "listener-ca.pem", folder / "listener.pem", folder / "listener-key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return paths
 
 
 @dataclass
 class Pebble:
-    """pebble on loopback; `http_port` and `tls_port` are where it validates HTTP-01 / TLS-ALPN-01."""
+    """pebble on loopback; it validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`."""
 
     folder: Path
     http_port: int
@@ -99,17 +118,23 @@ class Pebble:
         self.dns = DNSServer(LoopbackResolver(), port=self.dns_port, address="127.0.0.1")
         self.dns.start_thread()
         config = self.folder / "pebble-config.json"
-        config.write_text(json.dumps({"pebble": {
-            "listenAddress": f"127.0.0.1:{self.port}",
-            "managementListenAddress": f"127.0.0.1:{self.management_port}",
-            "certificate": str(self.certificate),
-            "privateKey": str(self.key),
-            "httpPort": self.http_port,
-            "tlsPort": self.tls_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-            "domainBlocklist": [BLOCKED_NAME],
-        }}))
+        config.write_text(
+            json.dumps(
+                {
+                    "pebble": {
+                        "listenAddress": f"127.0.0.1:{self.port}",
+                        "managementListenAddress": f"127.0.0.1:{self.management_port}",
+                        "certificate": str(self.certificate),
+                        "privateKey": str(self.key),
+                        "httpPort": self.http_port,
+                        "tlsPort": self.tls_port,
+                        "ocspResponderURL": "",
+                        "externalAccountBindingRequired": False,
+                        "domainBlocklist": [BLOCKED_NAME],
+                    }
+                }
+            )
+        )
         env = {
             "PATH": "/usr/bin:/bin",
             "PEBBLE_VA_NOSLEEP": "1",  # validate at once instead of after a random pause
@@ -119,7 +144,11 @@ class Pebble:
         log = open(self.folder / "pebble.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             [PEBBLE, "-config", str(config), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         log.close()
         wait_until(self._answers, 30, "pebble's directory", interval=0.1)
         return self
@@ -140,7 +169,9 @@ class Pebble:
 
     def root_pem(self) -> bytes:
         """The root pebble issues under (changes with every start of pebble)."""
-        response = self.session().get(f"https://127.0.0.1:{self.management_port}/roots/0", timeout=10)
+        response = self.session().get(
+            f"https://127.0.0.1:{self.management_port}/roots/0", timeout=10
+        )
         response.raise_for_status()
         return response.content
 

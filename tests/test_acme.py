@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,11 +21,12 @@ from acme_support import BLOCKED_NAME, Pebble, served_certificate
 from support import cli, free_port, stop_tree, wait_until
 from supervisor import child, schema
 from supervisor.accounts import serving_account
-from supervisor.errors import SettingsError
+from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.passwords import hash_password
 from supervisor.render import JupyterInputs, render, root_dir
 from supervisor.settings import Settings
 from supervisor.tls import acme, lifecycle
+from supervisor.tls.challenge_socket import bind_http_challenge_socket
 from supervisor.tls.names import Names
 from supervisor.tls.store import CertificateStore
 
@@ -35,21 +37,36 @@ UTC = timezone.utc
 # --- settings -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, line", [
-    ('[tls]\nmode = "acme"\nacme_directory = "http://acme.example/dir"',
-     '[tls] acme_directory: must be https:// (http:// only for a server on this machine), '
-     'got "http://acme.example/dir"'),
-    ('[tls]\nacme_directory = "acme.example/dir"',
-     '[tls] acme_directory: must be the https:// URL of an ACME directory, such as '
-     '"https://acme-v02.api.letsencrypt.org/directory", got "acme.example/dir"'),
-    ("[tls]\nacme_http_port = 65536", "[tls] acme_http_port: must be 0-65535, got 65536"),
-    ('[tls]\nacme_email = "me at example"',
-     '[tls] acme_email: must be an e-mail address such as "you@example.com", or "", got "me at example"'),
-    ('[tls]\nmode = "acme"\nacme_ca_bundle = "/nonexistent/ca.pem"',
-     "[tls] acme_ca_bundle: cannot read /nonexistent/ca.pem: No such file or directory"),
-    ('[tls]\nmode = "acme"\nacme_http_port = 8888',
-     "[tls] acme_http_port: must differ from [server] port (HTTPS is served there), got 8888"),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (
+            '[tls]\nmode = "acme"\nacme_directory = "http://acme.example/dir"',
+            "[tls] acme_directory: must be https:// (http:// only for a server on this machine), "
+            'got "http://acme.example/dir"',
+        ),
+        (
+            '[tls]\nacme_directory = "acme.example/dir"',
+            "[tls] acme_directory: must be the https:// URL of an ACME directory, such as "
+            '"https://acme-v02.api.letsencrypt.org/directory", got "acme.example/dir"',
+        ),
+        ("[tls]\nacme_http_port = 65536", "[tls] acme_http_port: must be 0-65535, got 65536"),
+        (
+            '[tls]\nacme_email = "me at example"',
+            '[tls] acme_email: must be an e-mail address such as "you@example.com", or "", '
+            'got "me at example"',
+        ),
+        (
+            '[tls]\nmode = "acme"\nacme_ca_bundle = "/nonexistent/ca.pem"',
+            "[tls] acme_ca_bundle: cannot read /nonexistent/ca.pem: No such file or directory",
+        ),
+        (
+            '[tls]\nmode = "acme"\nacme_http_port = 8888',
+            "[tls] acme_http_port: must differ from [server] port (HTTPS is served there), "
+            "got 8888",
+        ),
+    ],
+)
 def test_bad_acme_settings_are_one_line_naming_the_key(tmp_path, text, line):
     path = tmp_path / "settings.toml"
     path.write_text(text)
@@ -65,12 +82,16 @@ def test_acme_ca_bundle_must_hold_a_pem_certificate(tmp_path):
     path.write_text(f'[tls]\nmode = "acme"\nacme_ca_bundle = "{bundle}"\n')
     with pytest.raises(SettingsError) as raised:
         schema.load(path, euid=1000)
-    assert raised.value.lines == [f'{path}: [tls] acme_ca_bundle: not a PEM certificate file, got "{bundle}"']
+    assert raised.value.lines == [
+        f'{path}: [tls] acme_ca_bundle: not a PEM certificate file, got "{bundle}"'
+    ]
 
 
 def test_a_loopback_http_directory_is_accepted_for_a_local_test_ca(tmp_path):
     path = tmp_path / "settings.toml"
-    path.write_text('[tls]\nmode = "acme"\nacme_directory = "http://127.0.0.1:14000/dir"\nacme_http_port = 0\n')
+    path.write_text(
+        '[tls]\nmode = "acme"\nacme_directory = "http://127.0.0.1:14000/dir"\nacme_http_port = 0\n'
+    )
     assert schema.load(path, euid=1000).tls.acme_http_port == 0
 
 
@@ -80,9 +101,16 @@ def test_a_loopback_http_directory_is_accepted_for_a_local_test_ca(tmp_path):
 def test_an_ip_address_asks_for_the_short_lived_profile_a_ca_advertises():
     directory = json.loads((DATA / "acme-directory-profiles.json").read_text())
     profiles = directory["meta"]["profiles"]
-    assert acme.choose_profile(profiles, Names(("jupyter.example.org",), ("203.0.113.7",))) == "shortlived"
-    assert acme.choose_profile(profiles, Names(("jupyter.example.org",), ())) is None  # the CA's default
-    assert acme.choose_profile(None, Names((), ("203.0.113.7",))) is None  # no profiles: order plainly
+    assert (
+        acme.choose_profile(profiles, Names(("jupyter.example.org",), ("203.0.113.7",)))
+        == "shortlived"
+    )
+    assert (
+        acme.choose_profile(profiles, Names(("jupyter.example.org",), ())) is None
+    )  # the CA's default
+    assert (
+        acme.choose_profile(None, Names((), ("203.0.113.7",))) is None
+    )  # no profiles: order plainly
     described = {"default": "90 days", "brief": "Short-lived certificates, valid for about 6 days"}
     assert acme.choose_profile(described, Names((), ("203.0.113.7",))) == "brief"
 
@@ -91,7 +119,9 @@ def test_renewal_when_a_third_of_the_lifetime_is_left_or_in_the_cas_window():
     start = datetime(2026, 12, 1, tzinfo=UTC)
     six_days = start + timedelta(days=6)
     assert acme.renewal_reason(start, six_days, start + timedelta(days=3, hours=23)) is None
-    assert "a third of its lifetime" in acme.renewal_reason(start, six_days, start + timedelta(days=4))
+    assert "a third of its lifetime" in acme.renewal_reason(
+        start, six_days, start + timedelta(days=4)
+    )
     ninety = start + timedelta(days=90)
     assert acme.renewal_reason(start, ninety, start + timedelta(days=59)) is None
     assert acme.renewal_reason(start, ninety, start + timedelta(days=61))
@@ -99,7 +129,9 @@ def test_renewal_when_a_third_of_the_lifetime_is_left_or_in_the_cas_window():
     window = acme.RenewalWindow(start + timedelta(days=10), start + timedelta(days=12))
     # The CA's window wins over the lifetime rule, both earlier (a revocation) and later.
     assert acme.renewal_reason(start, ninety, start + timedelta(days=9), window) is None
-    assert "renewal window" in acme.renewal_reason(start, ninety, start + timedelta(days=10), window)
+    assert "renewal window" in acme.renewal_reason(
+        start, ninety, start + timedelta(days=10), window
+    )
     assert acme.renewal_due_at(start, six_days, None) == start + timedelta(days=4)
 
 
@@ -118,20 +150,57 @@ def test_backoff_doubles_with_jitter_up_to_a_bound_and_honours_retry_after():
 
 def test_a_challenge_the_ca_could_not_reach_says_which_port_to_open():
     class Problem:
-        code, detail = "connection", "203.0.113.7: Fetching http://203.0.113.7/.well-known/...: Timeout"
+        code, detail = (
+            "connection",
+            "203.0.113.7: Fetching http://203.0.113.7/.well-known/...: Timeout",
+        )
 
     failure = acme.describe_problem(Problem(), "203.0.113.7", "port 80")
     assert failure.kind == "challenge"
     assert "could not validate 203.0.113.7 (port 80)" in failure.message
-    assert "open port 80 of 203.0.113.7 to the internet (on AWS: in the security group)" in failure.message
+    assert (
+        "open port 80 of 203.0.113.7 to the internet (on AWS: in the security group)"
+        in failure.message
+    )
 
 
 def test_the_extension_maps_a_reverse_dns_server_name_to_the_ip_identifier():
     from supervisor.inside_jupyter.jupyter_remote_ext import acme_answer as answer
 
     assert answer.identifier_of("7.113.0.203.in-addr.arpa") == "203.0.113.7"
-    assert answer.identifier_of("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa") == "::1"
+    assert (
+        answer.identifier_of(
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa"
+        )
+        == "::1"
+    )
     assert answer.identifier_of("Jupyter.Example.org.") == "jupyter.example.org"
+
+
+def test_the_http01_socket_takes_both_families_for_every_address(make_settings):
+    port = free_port()
+    settings = loaded(
+        make_settings(server={"ip": "::"}, tls={"mode": "acme", "acme_http_port": port})
+    )
+    listener = bind_http_challenge_socket(settings)
+    try:
+        assert listener.get_inheritable()
+        for address in ("127.0.0.1", "::1"):
+            with socket.create_connection((address, port), timeout=5):
+                pass
+        busy = loaded(make_settings(tls={"mode": "acme", "acme_http_port": port}))
+        with pytest.raises(JupyterRemoteError) as raised:
+            bind_http_challenge_socket(busy)
+        assert raised.value.lines == [
+            f"{busy.source}: [tls] acme_http_port: cannot listen on port {port} (Address already "
+            "in use); set it to 0 to answer only TLS-ALPN-01 on [server] port"
+        ]
+    finally:
+        listener.close()
+    assert (
+        bind_http_challenge_socket(loaded(make_settings(tls={"mode": "acme", "acme_http_port": 0})))
+        is None
+    )
 
 
 # --- against pebble -----------------------------------------------------------------------------
@@ -149,8 +218,14 @@ def acme_settings(make_settings: Callable[..., Path], pebble: Pebble) -> Callabl
     def make(hostnames: list[str], **tls: Any) -> Path:
         return make_settings(
             server={"port": pebble.tls_port},
-            tls={"mode": "acme", "acme_directory": pebble.directory, "acme_ca_bundle": str(pebble.listener_ca),
-                 "acme_http_port": pebble.http_port, "hostnames": hostnames, **tls},
+            tls={
+                "mode": "acme",
+                "acme_directory": pebble.directory,
+                "acme_ca_bundle": str(pebble.listener_ca),
+                "acme_http_port": pebble.http_port,
+                "hostnames": hostnames,
+                **tls,
+            },
         )
 
     return make
@@ -167,19 +242,24 @@ class Jupyter:
     def __init__(self, settings: Settings, folder: Path) -> None:
         self.settings, self.account = settings, serving_account(settings)
         lifecycle.ensure_current(settings, self.account, jupyter_answers=False)  # the local CA's
-        self.listener = acme.bind_http_challenge_socket(settings)
+        self.listener = bind_http_challenge_socket(settings)
         config_dir = folder / "config"
         config_dir.mkdir(mode=0o755, exist_ok=True)
         store = CertificateStore(settings.state_dir, self.account)
         inputs = JupyterInputs(
-            home=self.account.home, hashed_password=hash_password("a test password"),
-            live_file=config_dir / "live.json", certfile=store.certfile, keyfile=store.keyfile,
-            acme_http_fd=self.listener.fileno() if self.listener else None)
+            home=self.account.home,
+            hashed_password=hash_password("a test password"),
+            live_file=config_dir / "live.json",
+            certfile=store.certfile,
+            keyfile=store.keyfile,
+            acme_http_fd=self.listener.fileno() if self.listener else None,
+        )
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(render(settings, inputs)))
         (config_dir / "migrated").write_text("")
         fds = (self.listener.fileno(),) if self.listener else ()
-        self.process = child.spawn(settings, self.account, config_dir,
-                                   root_dir(settings, self.account.home), pass_fds=fds).process
+        self.process = child.spawn(
+            settings, self.account, config_dir, root_dir(settings, self.account.home), pass_fds=fds
+        ).process
         self.port = settings.server.port
         self.local_ca = store.ca_certificate
         wait_until(self._answers, 90, "Jupyter answering over HTTPS", interval=0.2)
@@ -190,8 +270,9 @@ class Jupyter:
         session = requests.Session()
         session.trust_env = False
         try:
-            return session.get(f"https://127.0.0.1:{self.port}/api", verify=str(self.local_ca),
-                               timeout=5).ok
+            return session.get(
+                f"https://127.0.0.1:{self.port}/api", verify=str(self.local_ca), timeout=5
+            ).ok
         except requests.RequestException:
             return False
 
@@ -227,23 +308,36 @@ def verifies(port: int, name: str, cafile: Path) -> x509.Certificate | None:
         return None
 
 
-def test_http01_for_a_dns_name_then_the_ca_gone_keeps_it_served(acme_settings, pebble, jupyter, folder):
+def test_http01_for_a_dns_name_then_the_ca_gone_keeps_it_served(
+    acme_settings, pebble, jupyter, folder
+):
     settings = loaded(acme_settings(["jupyter.test"]))
     pebble.start()
     server = jupyter(settings)
     session = requests.Session()
     session.trust_env = False
-    moved = session.get(f"http://127.0.0.1:{pebble.http_port}/lab?x=1", allow_redirects=False, timeout=10)
-    assert (moved.status_code, moved.headers["Location"]) == (301, f"https://127.0.0.1:{server.port}/lab?x=1")
-    assert verifies(server.port, "jupyter.test", pebble_root(pebble, folder)) is None  # the local CA's yet
+    moved = session.get(
+        f"http://127.0.0.1:{pebble.http_port}/lab?x=1", allow_redirects=False, timeout=10
+    )
+    assert (moved.status_code, moved.headers["Location"]) == (
+        301,
+        f"https://127.0.0.1:{server.port}/lab?x=1",
+    )
+    assert (
+        verifies(server.port, "jupyter.test", pebble_root(pebble, folder)) is None
+    )  # the local CA's yet
 
     outcome = lifecycle.ensure_current(settings, server.account)
     assert outcome.issued and not outcome.error, outcome
     root = pebble_root(pebble, folder)
-    served = wait_until(lambda: verifies(server.port, "jupyter.test", root), 10, "pebble's certificate served")
+    served = wait_until(
+        lambda: verifies(server.port, "jupyter.test", root), 10, "pebble's certificate served"
+    )
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["jupyter.test"]
-    assert not list((acme.challenge_dir(settings.state_dir) / "http-01").iterdir())  # answers removed
+    assert not list(
+        (acme.challenge_dir(settings.state_dir) / "http-01").iterdir()
+    )  # answers removed
 
     pebble.stop()
     failed = lifecycle.ensure_current(settings, server.account, force="asked for (a test)")
@@ -267,7 +361,9 @@ def test_http01_for_the_ip_address_once_the_ca_is_back(acme_settings, pebble, ju
     outcome = lifecycle.ensure_current(settings, server.account, now=later)
     assert outcome.issued and not outcome.error, outcome
     root = pebble_root(pebble, folder)
-    served = wait_until(lambda: verifies(server.port, "127.0.0.1", root), 10, "pebble's certificate served")
+    served = wait_until(
+        lambda: verifies(server.port, "127.0.0.1", root), 10, "pebble's certificate served"
+    )
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     settled = lifecycle.ensure_current(settings, server.account, now=later)
@@ -289,13 +385,19 @@ def test_tls_alpn01_on_the_https_port_for_a_name_and_an_ip(acme_settings, pebble
     outcome = lifecycle.ensure_current(settings, server.account)
     assert outcome.issued and not outcome.error, outcome
     root = pebble_root(pebble, folder)
-    wait_until(lambda: verifies(server.port, "alpn.test", root), 10, "pebble's certificate for the name")
+    wait_until(
+        lambda: verifies(server.port, "alpn.test", root), 10, "pebble's certificate for the name"
+    )
     assert verifies(server.port, "127.0.0.1", root)
     meta = CertificateStore(settings.state_dir, server.account).meta()
-    assert meta["source"] == "acme" and meta["account"].startswith(f"https://127.0.0.1:{pebble.port}/")
+    assert meta["source"] == "acme" and meta["account"].startswith(
+        f"https://127.0.0.1:{pebble.port}/"
+    )
 
 
-def test_a_refused_name_is_not_asked_for_again_until_the_settings_change(acme_settings, pebble, account):
+def test_a_refused_name_is_not_asked_for_again_until_the_settings_change(
+    acme_settings, pebble, account
+):
     path = acme_settings([BLOCKED_NAME])
     settings = loaded(path)
     pebble.start()
@@ -353,7 +455,9 @@ class HangUp:
 def test_an_unreachable_ca_is_asked_again_only_after_the_backoff(make_settings, account):
     down = HangUp()
     url = f"https://127.0.0.1:{down.port}/dir"
-    settings = loaded(make_settings(tls={"mode": "acme", "acme_directory": url, "hostnames": ["x.test"]}))
+    settings = loaded(
+        make_settings(tls={"mode": "acme", "acme_directory": url, "hostnames": ["x.test"]})
+    )
     owner = serving_account(settings)
     connections = down.connections
     now = datetime.now(UTC)
@@ -367,7 +471,9 @@ def test_an_unreachable_ca_is_asked_again_only_after_the_backoff(make_settings, 
         assert soon.error == first.error and connections() == 0
         later = lifecycle.ensure_current(settings, owner, now=now + timedelta(seconds=80))
         assert connections() >= 1
-        assert 96 <= later.next_attempt_after <= 144  # the second failure in a row waits twice as long
+        assert (
+            96 <= later.next_attempt_after <= 144
+        )  # the second failure in a row waits twice as long
     finally:
         down.close()
 
@@ -378,9 +484,16 @@ def test_tls_alpn01_through_the_daemon_renews_live_under_load(serve, pebble, fol
     from test_tls_live import Prober, fingerprint_of, open_kernel
 
     pebble.start()
-    serving = serve(server={"port": pebble.tls_port},
-                    tls={"mode": "acme", "acme_directory": pebble.directory, "hostnames": ["127.0.0.1"],
-                         "acme_ca_bundle": str(pebble.listener_ca), "acme_http_port": 0})
+    serving = serve(
+        server={"port": pebble.tls_port},
+        tls={
+            "mode": "acme",
+            "acme_directory": pebble.directory,
+            "hostnames": ["127.0.0.1"],
+            "acme_ca_bundle": str(pebble.listener_ca),
+            "acme_http_port": 0,
+        },
+    )
     settings = loaded(serving.settings)
     owner = serving_account(settings)
     kernel = open_kernel(serving.base, serving.ca, serving.password)
@@ -388,13 +501,26 @@ def test_tls_alpn01_through_the_daemon_renews_live_under_load(serve, pebble, fol
     trust = folder / "trust.pem"  # what a browser trusts, plus the local CA served until the first
     trust.write_bytes(pebble.root_pem() + Path(serving.ca).read_bytes())
     root = pebble_root(pebble, folder)
+    durations = []
     with Prober(serving.port, str(trust)) as prober:
         for number in range(3):
+            started = time.monotonic()
             outcome = lifecycle.ensure_current(settings, owner, force=f"test renewal {number}")
+            durations.append(time.monotonic() - started)
             assert outcome.issued and not outcome.error, outcome
-            wait_until(lambda: (served := verifies(serving.port, "127.0.0.1", root)) is not None
-                       and fingerprint_of(served.public_bytes(serialization.Encoding.DER)) == outcome.sha256,
-                       10, f"certificate {number + 1} from pebble served")
+            wait_until(
+                lambda: (
+                    (served := verifies(serving.port, "127.0.0.1", root)) is not None
+                    and fingerprint_of(served.public_bytes(serialization.Encoding.DER))
+                    == outcome.sha256
+                ),
+                10,
+                f"certificate {number + 1} from pebble served",
+            )
+    print(
+        f"\nacme (pebble, tls-alpn-01): 3 orders, {prober.connections} connections, "
+        f"{len(prober.failures)} failed, {prober.hangs} hung; order mean {sum(durations) / 3:.2f} s"
+    )
     assert prober.failures == [] and prober.hangs == 0
     assert len(prober.seen) == 4 and prober.connections > 20
     assert kernel.execute("print(state + 1)").strip() == "42"

@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import errno
 import hashlib
 import ipaddress
 import json
 import logging
 import os
 import random
-import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -47,6 +45,9 @@ from supervisor.settings import Settings
 from supervisor.tls.names import CloudIdentity, Names, _is_ip
 from supervisor.tls.policy import certificate_names
 from supervisor.tls.store import CertificateStore, challenge_dir
+
+if TYPE_CHECKING:
+    from supervisor.tls.lifecycle import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,16 @@ FIRST_WAIT = {"unreachable": 60.0, "challenge": 300.0, "server": 120.0, "rate-li
 MAX_WAIT = 6 * 3600.0
 JITTER = 0.2  # +-20 %: many machines restarted together must not ask the CA at one instant
 # Problem types after which retrying with the same settings cannot help (RFC 8555 section 6.7).
-REJECTED = {"rejectedIdentifier", "unsupportedIdentifier", "caa", "invalidContact",
-            "unsupportedContact", "externalAccountRequired", "malformed", "badCSR"}
+REJECTED = {
+    "rejectedIdentifier",
+    "unsupportedIdentifier",
+    "caa",
+    "invalidContact",
+    "unsupportedContact",
+    "externalAccountRequired",
+    "malformed",
+    "badCSR",
+}
 
 
 # --- where things live --------------------------------------------------------------------------
@@ -144,7 +153,9 @@ def renewal_reason(
     return None
 
 
-def renewal_due_at(not_before: datetime, not_after: datetime, window: RenewalWindow | None) -> datetime:
+def renewal_due_at(
+    not_before: datetime, not_after: datetime, window: RenewalWindow | None
+) -> datetime:
     return window.start if window is not None else not_after - (not_after - not_before) / 3
 
 
@@ -164,8 +175,17 @@ def backoff_seconds(
 def settings_fingerprint(settings: Settings, names: Names) -> str:
     """What an attempt depends on: a change here is worth a new try, even after a refusal."""
     tls = settings.tls
-    document = json.dumps([tls.acme_directory, tls.acme_email, tls.acme_http_port, tls.acme_ca_bundle,
-                           settings.server.port, list(names.dns), list(names.ips)])
+    document = json.dumps(
+        [
+            tls.acme_directory,
+            tls.acme_email,
+            tls.acme_http_port,
+            tls.acme_ca_bundle,
+            settings.server.port,
+            list(names.dns),
+            list(names.ips),
+        ]
+    )
     return hashlib.sha256(document.encode()).hexdigest()[:16]
 
 
@@ -213,7 +233,10 @@ def _save_state(store: CertificateStore, state: FailureState | None) -> None:
 
 
 def record_failure(
-    store: CertificateStore, failure: AcmeFailure, fingerprint: str, now: datetime,
+    store: CertificateStore,
+    failure: AcmeFailure,
+    fingerprint: str,
+    now: datetime,
     draw: Callable[[], float] = random.random,
 ) -> FailureState:
     previous = load_state(store)
@@ -224,7 +247,8 @@ def record_failure(
     else:
         wait = backoff_seconds(failure.kind, failures, failure.retry_after, draw)
         next_attempt = (now + timedelta(seconds=wait)).isoformat()
-        error = f"{failure.message}; next attempt at {now + timedelta(seconds=wait):%Y-%m-%d %H:%M:%S} UTC"
+        when = now + timedelta(seconds=wait)
+        error = f"{failure.message}; next attempt at {when:%Y-%m-%d %H:%M:%S} UTC"
     state = FailureState(error, failure.kind, failures, next_attempt, fingerprint)
     _save_state(store, state)
     return state
@@ -237,11 +261,15 @@ def describe_problem(problem: Any, identifier: str, where: str) -> AcmeFailure:
     if code in REJECTED:
         return AcmeFailure("rejected", f"the CA refused {identifier}: {detail}")
     if code == "rateLimited":
-        return AcmeFailure("rate-limited", f"the CA's rate limit: {detail}",
-                           getattr(problem, "retry_after", None))
+        return AcmeFailure(
+            "rate-limited", f"the CA's rate limit: {detail}", getattr(problem, "retry_after", None)
+        )
     if code in ("connection", "dns", "unauthorized", "incorrectResponse", "tls"):
-        return AcmeFailure("challenge", f"the CA could not validate {identifier} ({where}): {detail}: "
-                           f"{_advice(code, identifier, where)}")
+        return AcmeFailure(
+            "challenge",
+            f"the CA could not validate {identifier} ({where}): {detail}: "
+            f"{_advice(code, identifier, where)}",
+        )
     return AcmeFailure("server", f"the CA answered {code}: {detail}")
 
 
@@ -276,23 +304,31 @@ def tls_alpn_certificate(identifier: str, key_authorization: str) -> bytes:
     extension holds the SHA-256 of the key authorization; PEM of certificate then key."""
     key = ec.generate_private_key(ec.SECP256R1())
     digest = hashlib.sha256(key_authorization.encode()).digest()
-    name = (x509.IPAddress(ipaddress.ip_address(identifier)) if _is_ip(identifier)
-            else x509.DNSName(identifier))
+    name = (
+        x509.IPAddress(ipaddress.ip_address(identifier))
+        if _is_ip(identifier)
+        else x509.DNSName(identifier)
+    )
     now = datetime.now(timezone.utc)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACME challenge")])
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=7))
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=7))
         .add_extension(x509.SubjectAlternativeName([name]), critical=False)
         # DER OCTET STRING of the 32-byte digest.
-        .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest),
-                       critical=True)
+        .add_extension(
+            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
+        )
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def prepare_challenge_dir(state_dir: Path) -> Path:
@@ -302,53 +338,6 @@ def prepare_challenge_dir(state_dir: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o755)
     return root
-
-
-# --- the daemon side of HTTP-01 -----------------------------------------------------------------
-
-
-def bind_http_challenge_socket(settings: Settings) -> socket.socket | None:
-    """The listening socket for HTTP-01 on acme_http_port, or None when it is not wanted.
-
-    The daemon (root) binds it, so port 80 needs no privilege in Jupyter, and passes it to Jupyter
-    as an inherited file descriptor (child.spawn pass_fds); the extension serves on it. Bound
-    once and kept across Jupyter restarts. Every address of both families for "0.0.0.0" and
-    "::" (the CA may come over IPv6 when the name has an AAAA record).
-    """
-    tls = settings.tls
-    if tls.mode != "acme" or not tls.acme_http_port:
-        return None
-    ip = settings.server.ip
-    if ip in ("0.0.0.0", "::") and socket.has_ipv6:
-        family, address = socket.AF_INET6, "::"
-    else:
-        family, address = (socket.AF_INET6 if ":" in ip else socket.AF_INET), ip
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and address == "::":
-            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        try:
-            listener.bind((address, tls.acme_http_port))
-        except OSError as error:
-            if error.errno != errno.EAFNOSUPPORT or address != "::":
-                raise
-            listener.close()  # a kernel without IPv6: every IPv4 address
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("0.0.0.0", tls.acme_http_port))
-        listener.listen(128)
-        listener.setblocking(False)  # tornado's HTTPServer.add_socket expects non-blocking
-        listener.set_inheritable(True)
-    except OSError as error:
-        listener.close()
-        from supervisor.errors import JupyterRemoteError
-
-        raise JupyterRemoteError(
-            f"{settings.source}: [tls] acme_http_port: cannot listen on port {tls.acme_http_port} "
-            f"({error.strerror}); set it to 0 to answer only TLS-ALPN-01 on [server] port"
-        ) from None
-    return listener
 
 
 # --- one attempt --------------------------------------------------------------------------------
@@ -365,11 +354,18 @@ class Issued:
     ari_url: str
 
 
-def ensure(settings: Settings, store: CertificateStore, now: datetime, force: str = "", *,
-           jupyter_answers: bool = True, draw: Callable[[], float] = random.random) -> Any:
+def ensure(
+    settings: Settings,
+    store: CertificateStore,
+    now: datetime,
+    force: str = "",
+    *,
+    jupyter_answers: bool = True,
+    draw: Callable[[], float] = random.random,
+) -> Outcome:
     """Keep a servable certificate live and, when one is due, make one bounded ACME attempt.
 
-    Returns lifecycle.Outcome; `error` says why the CA's certificate is not (yet) live,
+    `error` in the outcome says why the CA's certificate is not (yet) live,
     `next_attempt_after` when to call again, `retry_blocked` that only a settings change helps.
     The caller holds the store's lock.
     """
@@ -380,30 +376,37 @@ def ensure(settings: Settings, store: CertificateStore, now: datetime, force: st
     fingerprint = settings_fingerprint(settings, names)
     live = lifecycle.load_live(store)
     meta = store.meta() or {}
-    from_ca = (live is not None and meta.get("source") == "acme"
-               and meta.get("directory") == settings.tls.acme_directory)
-    if not from_ca and (live is None or meta.get("source") == "self-signed"
-                        or live.not_valid_after_utc <= now):
+    from_ca = (
+        live is not None
+        and meta.get("source") == "acme"
+        and meta.get("directory") == settings.tls.acme_directory
+    )
+    if not from_ca and (
+        live is None or meta.get("source") == "self-signed" or live.not_valid_after_utc <= now
+    ):
         # Until the CA's first certificate, the local CA's keeps the server reachable.
         lifecycle.self_signed(settings, store, now, "")
     if not names.dns and not names.ips:
-        error = (f"{settings.source}: [tls] hostnames: no name for the ACME CA to certify: add this "
-                 "machine's public DNS name or IP address (or run on AWS with cloud_metadata)")
+        error = (
+            f"{settings.source}: [tls] hostnames: no name for the ACME CA to certify: add this "
+            "machine's public DNS name or IP address (or run on AWS with cloud_metadata)"
+        )
         return lifecycle.outcome(store, now, error=error, retry_blocked=True)
 
-    window = _ari_window(meta) if from_ca else None
+    current = live if from_ca else None
+    window = _ari_window(meta) if current is not None else None
     if force:
         reason = force
-    elif not from_ca:
+    elif current is None:
         reason = "no certificate from the ACME CA yet"
-    elif certificate_names(live) != names:  # type: ignore[arg-type]
+    elif certificate_names(current) != names:
         reason = "the names changed"
     else:
-        reason = renewal_reason(live.not_valid_before_utc, live.not_valid_after_utc,  # type: ignore[union-attr]
-                                now, window) or ""
-    if not reason:
-        due = renewal_due_at(live.not_valid_before_utc, live.not_valid_after_utc, window)  # type: ignore[union-attr]
-        return lifecycle.outcome(store, now, next_attempt_after=max((due - now).total_seconds(), 0.0))
+        start, end = current.not_valid_before_utc, current.not_valid_after_utc
+        reason = renewal_reason(start, end, now, window) or ""
+    if not reason and current is not None:
+        due = renewal_due_at(current.not_valid_before_utc, current.not_valid_after_utc, window)
+        return lifecycle.outcome(store, now, next_attempt_after=max((due - now).total_seconds(), 0))
     if not jupyter_answers:
         # Challenges are answered by the extension inside Jupyter: order once it serves.
         return lifecycle.outcome(store, now, next_attempt_after=0.0)
@@ -416,23 +419,28 @@ def ensure(settings: Settings, store: CertificateStore, now: datetime, force: st
         if wait > 0:
             return lifecycle.outcome(store, now, error=state.error, next_attempt_after=wait)
 
-    log.info("ordering a certificate from %s for %s (%s)", settings.tls.acme_directory,
-             ", ".join([*names.dns, *names.ips]), reason)
+    log.info(
+        "ordering a certificate from %s for %s (%s)",
+        settings.tls.acme_directory,
+        ", ".join([*names.dns, *names.ips]),
+        reason,
+    )
     try:
-        try:
-            issued = order(settings, store, names)
-        except (AcmeFailure, OSError):
-            raise
-        except Exception as error:  # a surprise in the exchange must not stop the serving
-            log.exception("ACME: unexpected failure")
-            raise AcmeFailure("server", f"internal error in the ACME exchange: {error!r}") from None
+        issued = _attempt(settings, store, names)
     except AcmeFailure as failure:
         state = record_failure(store, failure, fingerprint, now, draw)
         log.warning("ACME: %s", state.error)
-        wait = (datetime.fromisoformat(state.next_attempt) - now).total_seconds() if state.next_attempt else None
-        return lifecycle.outcome(store, now, error=state.error, next_attempt_after=wait,
-                                 retry_blocked=state.blocked)
-    due = renewal_due_at(issued.leaf.not_valid_before_utc, issued.leaf.not_valid_after_utc, issued.window)
+        wait = (
+            (datetime.fromisoformat(state.next_attempt) - now).total_seconds()
+            if state.next_attempt
+            else None
+        )
+        return lifecycle.outcome(
+            store, now, error=state.error, next_attempt_after=wait, retry_blocked=state.blocked
+        )
+    due = renewal_due_at(
+        issued.leaf.not_valid_before_utc, issued.leaf.not_valid_after_utc, issued.window
+    )
     meta = {
         **lifecycle.version_meta("acme", issued.leaf, now),
         "issuer": issued.leaf.issuer.rfc4514_string(),
@@ -442,17 +450,41 @@ def ensure(settings: Settings, store: CertificateStore, now: datetime, force: st
         "next_renewal": due.isoformat(),
     }
     if issued.window is not None:
-        meta["ari"] = {"url": issued.ari_url, "start": issued.window.start.isoformat(),
-                       "end": issued.window.end.isoformat(), "checked": now.isoformat()}
+        meta["ari"] = {
+            "url": issued.ari_url,
+            "start": issued.window.start.isoformat(),
+            "end": issued.window.end.isoformat(),
+            "checked": now.isoformat(),
+        }
     version = store.add_version(issued.chain_pem, issued.key_pem, meta)
     store.switch(version)
     store.prune()
     _save_state(store, None)
-    log.info("certificate from %s issued (%s), valid until %s; renewal from %s",
-             meta["issuer"], reason, f"{issued.leaf.not_valid_after_utc:%Y-%m-%d %H:%M}",
-             f"{due:%Y-%m-%d %H:%M} UTC")
-    return lifecycle.outcome(store, now, issued=True, reason=reason,
-                             next_attempt_after=max((due - now).total_seconds(), 0.0))
+    log.info(
+        "certificate from %s issued (%s), valid until %s; renewal from %s",
+        meta["issuer"],
+        reason,
+        f"{issued.leaf.not_valid_after_utc:%Y-%m-%d %H:%M}",
+        f"{due:%Y-%m-%d %H:%M} UTC",
+    )
+    return lifecycle.outcome(
+        store,
+        now,
+        issued=True,
+        reason=reason,
+        next_attempt_after=max((due - now).total_seconds(), 0.0),
+    )
+
+
+def _attempt(settings: Settings, store: CertificateStore, names: Names) -> Issued:
+    """order(), with any surprise turned into a failure: a bug there must not stop the serving."""
+    try:
+        return order(settings, store, names)
+    except (AcmeFailure, OSError):  # OSError: the store's own files, reported by lifecycle
+        raise
+    except Exception as error:  # noqa: BLE001
+        log.exception("ACME: unexpected failure")
+        raise AcmeFailure("server", f"internal error in the ACME exchange: {error!r}") from None
 
 
 def _ari_window(meta: dict[str, Any]) -> RenewalWindow | None:
@@ -471,7 +503,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
-    """One order, from the directory to the certificate, within ORDER_TIMEOUT; raises AcmeFailure."""
+    """One order, from the directory to the certificate, in about ORDER_TIMEOUT; raises
+    AcmeFailure."""
     import josepy as jose
     import requests
     from acme import client, errors, messages
@@ -489,12 +522,16 @@ def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
         account = _account(acme_client, store, settings)
         profile = choose_profile(directory.meta.profiles if directory.meta else None, names)
         key = ec.generate_private_key(ec.SECP256R1())
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         from acme import crypto_util
 
-        csr = crypto_util.make_csr(key_pem, domains=list(names.dns),
-                                   ipaddrs=[ipaddress.ip_address(ip) for ip in names.ips])
+        csr = crypto_util.make_csr(
+            key_pem, domains=list(names.dns), ipaddrs=[ipaddress.ip_address(ip) for ip in names.ips]
+        )
         where = "the order"
         orderr = acme_client.new_order(csr, profile=profile)
         for authzr in orderr.authorizations:
@@ -504,26 +541,36 @@ def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
             challb, where = _pick_challenge(settings, authzr, identifier)
             published.append(_publish(settings, store, challb, identifier, account_key))
             acme_client.answer_challenge(challb, challb.chall.response(account_key))
-        deadline = dt.datetime.now() + timedelta(seconds=max(ORDER_TIMEOUT - (time.monotonic() - started), 1))
+        deadline = dt.datetime.now() + timedelta(
+            seconds=max(ORDER_TIMEOUT - (time.monotonic() - started), 1)
+        )
         orderr = acme_client.poll_authorizations(orderr, deadline)
         where = "the finalization"
         orderr = acme_client.finalize_order(orderr, deadline)
     except requests.exceptions.RequestException as error:
-        raise AcmeFailure("unreachable", f"cannot reach the ACME server {url}: {_network_reason(error)}") from None
+        raise AcmeFailure(
+            "unreachable", f"cannot reach the ACME server {url}: {_network_reason(error)}"
+        ) from None
     except errors.ValidationError as error:
         authzr = error.failed_authzrs[0]
         problem = next((c.error for c in authzr.body.challenges if c.error is not None), None)
         raise describe_problem(problem, authzr.body.identifier.value, where) from None
     except messages.Error as error:
         if error.code == "rateLimited":
-            error = _RateLimited(error, retry_after_seconds(net.last_retry_after, datetime.now(timezone.utc)))
+            error = _RateLimited(
+                error, retry_after_seconds(net.last_retry_after, datetime.now(timezone.utc))
+            )
         raise describe_problem(error, ", ".join([*names.dns, *names.ips]), where) from None
     except errors.TimeoutError:
-        raise AcmeFailure("server", f"the CA did not finish the order within {ORDER_TIMEOUT:.0f} s") from None
+        raise AcmeFailure(
+            "server", f"the CA did not finish the order within {ORDER_TIMEOUT:.0f} s"
+        ) from None
     except errors.Error as error:
         raise AcmeFailure("server", f"the ACME exchange failed at {where}: {error}") from None
     except jose.DeserializationError as error:
-        raise AcmeFailure("server", f"the CA sent something unreadable at {where}: {error}") from None
+        raise AcmeFailure(
+            "server", f"the CA sent something unreadable at {where}: {error}"
+        ) from None
     finally:
         for path in published:
             path.unlink(missing_ok=True)
@@ -560,8 +607,13 @@ def _network(settings: Settings, account_key: Any) -> Any:
             self.last_retry_after = response.headers.get("Retry-After")
             return response
 
-    net = Network(key=account_key, alg=jose.ES256, verify_ssl=_trust(settings),
-                  user_agent=f"jupyter-remote/{__version__}", timeout=NETWORK_TIMEOUT)
+    net = Network(
+        key=account_key,
+        alg=jose.ES256,
+        verify_ssl=_trust(settings),
+        user_agent=f"jupyter-remote/{__version__}",
+        timeout=NETWORK_TIMEOUT,
+    )
     # A service's environment is not an operator's shell: no proxy or CA bundle from variables.
     net.session.trust_env = False
     return net
@@ -581,7 +633,10 @@ def _network_reason(error: Exception) -> str:
         cause = cause.__cause__ if cause.__cause__ is not None else cause.args[0]
     text = str(cause)
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        return f"its HTTPS certificate is not trusted ({text}); for a private CA set [tls] acme_ca_bundle"
+        return (
+            f"its HTTPS certificate is not trusted ({text}); "
+            "for a private CA set [tls] acme_ca_bundle"
+        )
     return text or type(cause).__name__
 
 
@@ -597,9 +652,15 @@ def _account_key(store: CertificateStore, directory_url: str) -> Any:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except FileNotFoundError:
         key = ec.generate_private_key(ec.SECP256R1())
-        write_atomic(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                                 serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()), mode=0o600)
+        write_atomic(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            mode=0o600,
+        )
         write_atomic(folder / "directory.txt", directory_url.encode(), mode=0o600)
     return jose.JWKEC(key=key)
 
@@ -611,20 +672,28 @@ def _account(acme_client: Any, store: CertificateStore, settings: Settings) -> s
     path = _account_dir(store, settings.tls.acme_directory) / "account.json"
     known = _read_json(path)
     if known.get("uri") and known.get("email") == settings.tls.acme_email:
-        acme_client.net.account = messages.RegistrationResource(uri=known["uri"], body=messages.Registration())
+        acme_client.net.account = messages.RegistrationResource(
+            uri=known["uri"], body=messages.Registration()
+        )
         return known["uri"]
     registration = messages.NewRegistration.from_data(
-        email=settings.tls.acme_email or None, terms_of_service_agreed=True)
+        email=settings.tls.acme_email or None, terms_of_service_agreed=True
+    )
     try:
         uri = acme_client.new_account(registration).uri
     except errors.ConflictError as existing:  # this key has an account already: the CA's URL
         uri = existing.location
-        acme_client.net.account = messages.RegistrationResource(uri=uri, body=messages.Registration())
+        acme_client.net.account = messages.RegistrationResource(
+            uri=uri, body=messages.Registration()
+        )
         if known.get("email") != settings.tls.acme_email:
             acme_client.update_registration(
                 acme_client.net.account,
-                messages.Registration.from_data(email=settings.tls.acme_email or None))
-    write_atomic(path, json.dumps({"uri": uri, "email": settings.tls.acme_email}).encode(), mode=0o600)
+                messages.Registration.from_data(email=settings.tls.acme_email or None),
+            )
+    write_atomic(
+        path, json.dumps({"uri": uri, "email": settings.tls.acme_email}).encode(), mode=0o600
+    )
     log.info("ACME account %s", uri)
     return uri
 
@@ -636,12 +705,16 @@ def _pick_challenge(settings: Settings, authzr: Any, identifier: str) -> tuple[A
     if "tls-alpn-01" in offered:
         return offered["tls-alpn-01"], "port 443"
     hint = " (set [tls] acme_http_port to answer http-01)" if "http-01" in offered else ""
-    raise AcmeFailure("rejected", f"the CA offers no challenge jupyter-remote answers for {identifier}: "
-                      f"{', '.join(sorted(offered))}{hint}")
+    raise AcmeFailure(
+        "rejected",
+        f"the CA offers no challenge jupyter-remote answers for {identifier}: "
+        f"{', '.join(sorted(offered))}{hint}",
+    )
 
 
-def _publish(settings: Settings, store: CertificateStore, challb: Any, identifier: str,
-             account_key: Any) -> Path:
+def _publish(
+    settings: Settings, store: CertificateStore, challb: Any, identifier: str, account_key: Any
+) -> Path:
     root = prepare_challenge_dir(settings.state_dir)
     key_authorization = challb.chall.key_authorization(account_key)
     if challb.chall.typ == "http-01":
@@ -649,8 +722,12 @@ def _publish(settings: Settings, store: CertificateStore, challb: Any, identifie
         write_atomic(path, key_authorization.encode(), mode=0o644)
     else:
         path = root / "tls-alpn-01" / f"{identifier}.pem"
-        write_atomic(path, tls_alpn_certificate(identifier, key_authorization), mode=0o600,
-                     owner=store.account.owner)
+        write_atomic(
+            path,
+            tls_alpn_certificate(identifier, key_authorization),
+            mode=0o600,
+            owner=store.account.owner,
+        )
     return path
 
 
@@ -675,7 +752,9 @@ def _register_tls_alpn() -> None:
             return self.key_authorization(account_key)
 
 
-def fetch_renewal_window(net: Any, directory: Any, leaf: x509.Certificate) -> tuple[RenewalWindow | None, str]:
+def fetch_renewal_window(
+    net: Any, directory: Any, leaf: x509.Certificate
+) -> tuple[RenewalWindow | None, str]:
     """The CA's suggested renewal window (RFC 9773), when its directory offers renewalInfo."""
     from acme import client, messages
 
@@ -690,4 +769,6 @@ def fetch_renewal_window(net: Any, directory: Any, leaf: x509.Certificate) -> tu
         log.warning("ACME renewal information unavailable (%s): renewing by lifetime", error)
         return None, url
     window = info.suggested_window
-    return RenewalWindow(window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)), url
+    return RenewalWindow(
+        window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+    ), url

@@ -118,7 +118,8 @@ def self_signed(settings: Settings, store: CertificateStore, now: datetime, forc
     if not reason:
         return outcome(store, now)
     leaf = issue.make_leaf(ca, wanted, settings.tls.validity_days, now)
-    version = store.add_version(leaf.certificate_pem, leaf.key_pem, version_meta("self-signed", leaf.certificate, now))
+    meta = version_meta("self-signed", leaf.certificate, now)
+    version = store.add_version(leaf.certificate_pem, leaf.key_pem, meta)
     store.switch(version)
     store.prune()
     log.info("certificate issued (%s), valid until %s", reason, f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
@@ -185,7 +186,8 @@ def _import_files(settings: Settings, store: CertificateStore, now: datetime) ->
     version = store.add_version(chain_pem, key_pem, version_meta("files", leaf, now))
     store.switch(version)
     store.prune()
-    return outcome(store, now, issued=True, reason=f"imported {settings.tls.cert_file}", notices=notices)
+    reason = f"imported {settings.tls.cert_file}"
+    return outcome(store, now, issued=True, reason=reason, notices=notices)
 
 
 def read_certificate_files(settings: Settings, now: datetime) -> tuple[bytes, bytes, x509.Certificate]:

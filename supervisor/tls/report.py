@@ -91,7 +91,8 @@ def _acme_lines(settings: Settings, store: CertificateStore) -> list[str]:
             "(the running daemon renews it live)",
         ]
     else:
-        lines = [f"issuer:      the local CA, until the first certificate from {settings.tls.acme_directory}"]
+        directory = settings.tls.acme_directory
+        lines = [f"issuer:      the local CA, until the first certificate from {directory}"]
     state = acme.load_state(store)
     if state is not None:
         lines.append(f"last order failed: {state.error}")

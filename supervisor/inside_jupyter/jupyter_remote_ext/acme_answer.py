@@ -71,11 +71,15 @@ class AcmeAnswers:
         try:
             challenge = self._challenge_context(identifier_of(server_name))
         except Exception as error:  # noqa: BLE001
-            self.log.warning("jupyter-remote: ACME challenge for %s unusable: %s", server_name, error)
+            self.log.warning(
+                "jupyter-remote: ACME challenge for %s unusable: %s", server_name, error
+            )
             return None
         if challenge is not None:
             connection.context = challenge
-            self.log.info("jupyter-remote: answering the ACME tls-alpn-01 challenge for %s", server_name)
+            self.log.info(
+                "jupyter-remote: answering the ACME tls-alpn-01 challenge for %s", server_name
+            )
         return None
 
     def _challenge_context(self, identifier: str) -> ssl.SSLContext | None:
@@ -104,14 +108,18 @@ class AcmeAnswers:
         listener = socket.socket(fileno=fd)
         listener.setblocking(False)
         application = Application(
-            [(r"/\.well-known/acme-challenge/([^/]+)", ChallengeHandler, {"answers": self}),
-             (r".*", RedirectToHttps, {"port": self.serverapp.port})],
+            [
+                (r"/\.well-known/acme-challenge/([^/]+)", ChallengeHandler, {"answers": self}),
+                (r".*", RedirectToHttps, {"port": self.serverapp.port}),
+            ],
             log_function=lambda handler: None,  # the challenge handler logs what matters
         )
         server = HTTPServer(application, no_keep_alive=True)
         server.add_socket(listener)
-        self.log.info("jupyter-remote: answering ACME http-01 challenges on %s",
-                      _address(listener.getsockname()))
+        self.log.info(
+            "jupyter-remote: answering ACME http-01 challenges on %s",
+            _address(listener.getsockname()),
+        )
 
     def http_answer(self, token: str) -> bytes | None:
         if not TOKEN.match(token):
@@ -132,8 +140,9 @@ class ChallengeHandler(RequestHandler):
         if answer is None:
             self.send_error(404)
             return
-        self.answers.log.info("jupyter-remote: answering the ACME http-01 challenge from %s",
-                              self.request.remote_ip)
+        self.answers.log.info(
+            "jupyter-remote: answering the ACME http-01 challenge from %s", self.request.remote_ip
+        )
         self.set_header("Content-Type", "application/octet-stream")
         self.finish(answer)
 
