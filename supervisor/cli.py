@@ -137,7 +137,8 @@ def _tls_summary(loaded: Any, account: Any) -> list[str]:
         return [f"{loaded.tls.cert_file}: valid until {leaf.not_valid_after_utc:%Y-%m-%d} "
                 f"({(leaf.not_valid_after_utc - now).days} days left)"]
     lines = report.describe(loaded, account, now)
-    return [line for line in lines if line.startswith(("not after", "renewal", "notice", "no certificate"))]
+    shown = ("not after", "renewal", "notice", "no certificate", "issuer", "last order failed")
+    return [line for line in lines if line.startswith(shown)]
 
 
 @command()
