@@ -339,12 +339,15 @@ def test_http01_for_a_dns_name_then_the_ca_gone_keeps_it_served(
         (acme.challenge_dir(settings.state_dir) / "http-01").iterdir()
     )  # answers removed
 
+    store = CertificateStore(settings.state_dir, server.account)
+    live = store.live_version()
     pebble.stop()
     failed = lifecycle.ensure_current(settings, server.account, force="asked for (a test)")
     assert not failed.issued
     assert failed.error.startswith(f"cannot reach the ACME server {pebble.directory}: ")
     assert failed.next_attempt_after and failed.next_attempt_after > 0
-    assert verifies(server.port, "jupyter.test", root) == served  # the last good one, still served
+    assert store.live_version() == live  # the last good one stays live, nothing replaces it
+    assert verifies(server.port, "jupyter.test", root) == served  # and is served
 
 
 def test_http01_for_the_ip_address_once_the_ca_is_back(acme_settings, pebble, jupyter, folder):
