@@ -530,3 +530,46 @@ def test_tls_alpn01_through_the_daemon_renews_live_under_load(serve, pebble, fol
     status = serving.daemon.status()
     assert status["jupyter_pid"] == jupyter_pid and status["restarts"] == 0
     kernel.close()
+
+
+def test_a_failed_check_says_what_to_open_and_the_account_is_kept(acme_settings, pebble):
+    """Nobody answers on the HTTP-01 port: the CA's own words and what to do; the account (key
+    root's alone) is reused by the next attempt, also after the contact address changed."""
+    settings = loaded(acme_settings(["127.0.0.1"]))
+    pebble.start()
+    owner = serving_account(settings)
+    failed = lifecycle.ensure_current(settings, owner)
+    assert failed.error.startswith("the CA could not validate 127.0.0.1 (port 80): ")
+    assert (
+        "open port 80 of 127.0.0.1 to the internet (on AWS: in the security group)" in failed.error
+    )
+    assert 240 <= failed.next_attempt_after <= 360  # a failed check waits longer than a blip
+    accounts = list(
+        (CertificateStore(settings.state_dir, owner).root / "acme" / "accounts").iterdir()
+    )
+    assert len(accounts) == 1
+    key = accounts[0] / "key.pem"
+    assert (key.stat().st_uid, key.stat().st_mode & 0o777) == (0, 0o600)
+    first = json.loads((accounts[0] / "account.json").read_text())["uri"]
+
+    with_email = loaded(acme_settings(["127.0.0.1"], acme_email="ops@jupyter.test"))
+    again = lifecycle.ensure_current(with_email, owner)  # new settings: tried at once
+    assert again.error.startswith("the CA could not validate 127.0.0.1")
+    known = json.loads((accounts[0] / "account.json").read_text())
+    assert known == {"uri": first, "email": "ops@jupyter.test"}
+    assert contact_at_the_ca(pebble, key, first) == ("mailto:ops@jupyter.test",)
+
+
+def contact_at_the_ca(pebble: Pebble, key_file: Path, uri: str) -> tuple[str, ...]:
+    """The account's contact as the CA has it, asked with the account's own key."""
+    import josepy as jose
+    from acme import client, messages
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = jose.JWKEC(key=load_pem_private_key(key_file.read_bytes(), password=None))
+    net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=str(pebble.listener_ca))
+    net.session.trust_env = False
+    ca = client.ClientV2(client.ClientV2.get_directory(pebble.directory, net), net)
+    account = messages.RegistrationResource(uri=uri, body=messages.Registration())
+    net.account = account
+    return tuple(ca.query_registration(account).body.contact)

@@ -511,9 +511,9 @@ def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
 
     _register_tls_alpn()  # before the first authorization is read, or its challenge stays unknown
     url = settings.tls.acme_directory
-    started = time.monotonic()
+    bound = time.monotonic() + ORDER_TIMEOUT
     account_key = _account_key(store, url)
-    net = _network(settings, account_key)
+    net = _network(settings, account_key, bound)
     where = "the ACME server"
     published: list[Path] = []
     try:
@@ -541,9 +541,8 @@ def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
             challb, where = _pick_challenge(settings, authzr, identifier)
             published.append(_publish(settings, store, challb, identifier, account_key))
             acme_client.answer_challenge(challb, challb.chall.response(account_key))
-        deadline = dt.datetime.now() + timedelta(
-            seconds=max(ORDER_TIMEOUT - (time.monotonic() - started), 1)
-        )
+        # The library polls until a wall-clock deadline of its own.
+        deadline = dt.datetime.now() + timedelta(seconds=max(bound - time.monotonic(), 1))
         orderr = acme_client.poll_authorizations(orderr, deadline)
         where = "the finalization"
         orderr = acme_client.finalize_order(orderr, deadline)
@@ -593,9 +592,10 @@ class _RateLimited:
         return self.problem.detail or "too many requests"
 
 
-def _network(settings: Settings, account_key: Any) -> Any:
+def _network(settings: Settings, account_key: Any, deadline: float) -> Any:
+    """The library's HTTP client, bounded by `deadline` (time.monotonic()) as a whole."""
     import josepy as jose
-    from acme import client
+    from acme import client, errors
 
     class Network(client.ClientNetwork):
         """Remembers the last Retry-After: the library's problem documents lose the headers."""
@@ -603,6 +603,10 @@ def _network(settings: Settings, account_key: Any) -> Any:
         last_retry_after: str | None = None
 
         def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.TimeoutError()
+            kwargs["timeout"] = min(NETWORK_TIMEOUT, left)
             response = super()._send_request(method, url, *args, **kwargs)
             self.last_retry_after = response.headers.get("Retry-After")
             return response
@@ -612,7 +616,6 @@ def _network(settings: Settings, account_key: Any) -> Any:
         alg=jose.ES256,
         verify_ssl=_trust(settings),
         user_agent=f"jupyter-remote/{__version__}",
-        timeout=NETWORK_TIMEOUT,
     )
     # A service's environment is not an operator's shell: no proxy or CA bundle from variables.
     net.session.trust_env = False
