@@ -380,6 +380,15 @@ def test_http01_for_the_ip_address_once_the_ca_is_back(acme_settings, pebble, ju
     refused = cli("cert", "ca", "--settings", str(settings.source))
     assert refused.returncode == 1 and "nothing to trust" in refused.stderr
 
+    # Renewal comes by itself once due, and a new name is ordered at once, both served live.
+    due = later + timedelta(seconds=settled.next_attempt_after + 60)
+    renewed = lifecycle.ensure_current(settings, server.account, now=due)
+    assert renewed.issued and renewed.reason.startswith("a third of its lifetime is left")
+    wider = loaded(acme_settings(["127.0.0.1", "more.test"]))
+    widened = lifecycle.ensure_current(wider, server.account, now=due)
+    assert widened.issued and widened.reason == "the names changed"
+    wait_until(lambda: verifies(server.port, "more.test", root), 10, "the certificate for the new name")
+
 
 def test_tls_alpn01_on_the_https_port_for_a_name_and_an_ip(acme_settings, pebble, jupyter, folder):
     settings = loaded(acme_settings(["alpn.test", "127.0.0.1"], acme_http_port=0))
