@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -387,7 +388,9 @@ def test_http01_for_the_ip_address_once_the_ca_is_back(acme_settings, pebble, ju
     wider = loaded(acme_settings(["127.0.0.1", "more.test"]))
     widened = lifecycle.ensure_current(wider, server.account, now=due)
     assert widened.issued and widened.reason == "the names changed"
-    wait_until(lambda: verifies(server.port, "more.test", root), 10, "the certificate for the new name")
+    wait_until(
+        lambda: verifies(server.port, "more.test", root), 10, "the certificate for the new name"
+    )
 
 
 def test_tls_alpn01_on_the_https_port_for_a_name_and_an_ip(acme_settings, pebble, jupyter, folder):
@@ -405,6 +408,38 @@ def test_tls_alpn01_on_the_https_port_for_a_name_and_an_ip(acme_settings, pebble
     assert meta["source"] == "acme" and meta["account"].startswith(
         f"https://127.0.0.1:{pebble.port}/"
     )
+
+
+def handshake(port: int, name: str, protocols: list[str]) -> tuple[x509.Certificate, str | None]:
+    """The certificate served to a client offering `protocols` for `name`, and the one agreed."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(protocols)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=name) as tls:
+            served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            return served, tls.selected_alpn_protocol()
+
+
+def test_while_a_challenge_is_pending_only_the_ca_gets_the_challenge_certificate(
+    acme_settings, jupyter
+):
+    settings = loaded(acme_settings(["alpn.test"], acme_http_port=0))
+    server = jupyter(settings)
+    pending = acme.challenge_dir(settings.state_dir) / "tls-alpn-01" / "alpn.test.pem"
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    pending.write_bytes(acme.tls_alpn_certificate("alpn.test", "token.thumbprint"))
+    try:
+        answer, agreed = handshake(server.port, "alpn.test", ["acme-tls/1"])
+        assert agreed == "acme-tls/1"
+        assert answer.extensions.get_extension_for_oid(acme.ACME_IDENTIFIER_OID).critical
+        browser, agreed = handshake(server.port, "alpn.test", ["h2", "http/1.1"])
+        assert agreed is None  # Jupyter speaks HTTP/1.1 without ALPN, as before
+        assert browser.issuer.rfc4514_string().startswith("CN=jupyter-remote CA")  # the live one
+    finally:
+        pending.unlink()
+    after, agreed = handshake(server.port, "alpn.test", ["acme-tls/1"])
+    assert after == browser and agreed is None
 
 
 def test_a_refused_name_is_not_asked_for_again_until_the_settings_change(

@@ -15,6 +15,8 @@ import os
 import re
 import socket
 import ssl
+import struct
+import weakref
 
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
@@ -22,6 +24,8 @@ from traitlets import Int, Unicode
 from traitlets.config import Configurable
 
 ACME_TLS_1 = "acme-tls/1"
+ALPN_EXTENSION = 16
+HANDSHAKE, CLIENT_HELLO = 22, 1  # TLS record content type and handshake message type
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # base64url (RFC 8555 section 8.3)
 
 
@@ -57,16 +61,34 @@ class AcmeAnswers:
         self.log = serverapp.log
         self.folder = folder
         self.contexts: dict[str, tuple[int, ssl.SSLContext]] = {}
+        # Connections whose ClientHello offered acme-tls/1; None: the offers cannot be seen.
+        self.offers: weakref.WeakKeyDictionary | None = None
 
     # --- TLS-ALPN-01 -------------------------------------------------------------------------
 
     def install(self, context: ssl.SSLContext) -> None:
         """Hook the live context: called for each new context the watcher builds."""
         context.sni_callback = self._on_server_name
+        # Python shows a server no client's ALPN offer before the certificate is chosen, except
+        # through CPython's TLS message hook: with it, only a client that offers acme-tls/1 (the
+        # CA) gets the challenge certificate, never a browser that opens the name meanwhile.
+        if hasattr(context, "_msg_callback"):
+            context._msg_callback = self._on_message
+            self.offers = weakref.WeakKeyDictionary()
+
+    def _on_message(self, connection, direction, _version, content_type, message_type, data):
+        if direction == "read" and content_type == HANDSHAKE and message_type == CLIENT_HELLO:
+            try:
+                if ACME_TLS_1.encode() in offered_protocols(data):
+                    self.offers[connection] = True
+            except Exception:  # noqa: BLE001 - a malformed hello offers nothing
+                pass
 
     def _on_server_name(self, connection, server_name, _context):
         # Runs inside the handshake: any exception would fail it, so none escapes.
         if not server_name:
+            return None
+        if self.offers is not None and not self.offers.pop(connection, False):
             return None
         try:
             challenge = self._challenge_context(identifier_of(server_name))
@@ -159,6 +181,30 @@ class RedirectToHttps(RequestHandler):
             host = f"[{host}]"
         port = "" if self.port == 443 else f":{self.port}"
         self.redirect(f"https://{host}{port}{self.request.uri}", permanent=True)
+
+
+def offered_protocols(client_hello: bytes) -> list[bytes]:
+    """The ALPN protocols a TLS ClientHello handshake message (with its 4-byte header) offers."""
+    at = 4 + 2 + 32  # header, client version, random
+    at += 1 + client_hello[at]  # session id
+    at += 2 + struct.unpack_from("!H", client_hello, at)[0]  # cipher suites
+    at += 1 + client_hello[at]  # compression methods
+    end = at + 2 + struct.unpack_from("!H", client_hello, at)[0]
+    at += 2
+    while at + 4 <= end:
+        kind, length = struct.unpack_from("!HH", client_hello, at)
+        at += 4
+        if kind == ALPN_EXTENSION:
+            names = []
+            position = at + 2
+            stop = position + struct.unpack_from("!H", client_hello, at)[0]
+            while position < stop:
+                size = client_hello[position]
+                names.append(bytes(client_hello[position + 1 : position + 1 + size]))
+                position += 1 + size
+            return names
+        at += length
+    return []
 
 
 def _address(sockname) -> str:
