@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from acme_support import BLOCKED_NAME, Pebble, served_certificate
 from support import cli, free_port, stop_tree, wait_until
 from supervisor import child, schema
-from supervisor.accounts import serving_account
+from supervisor.accounts import Account, serving_account
 from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.passwords import hash_password
 from supervisor.render import JupyterInputs, render, root_dir
@@ -147,6 +147,22 @@ def test_backoff_doubles_with_jitter_up_to_a_bound_and_honours_retry_after():
     now = datetime(2026, 12, 1, 12, tzinfo=UTC)
     assert acme.retry_after_seconds("Tue, 01 Dec 2026 13:00:00 GMT", now) == 3600
     assert acme.retry_after_seconds("120", now) == 120
+
+
+def test_a_rate_limit_waits_for_the_cas_retry_after(tmp_path):
+    class Problem:
+        code, detail = "rateLimited", "too many certificates (5) already issued for this exact set"
+
+    store = CertificateStore(tmp_path, Account("root", 0, 0, Path("/root")))
+    (store.root / "acme").mkdir(parents=True)
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    limited = acme.describe_problem(acme._RateLimited(Problem(), 7200.0), "x.test", "the order")
+    state = acme.record_failure(store, limited, "fingerprint", now, lambda: 0.5)
+    assert state.error == (
+        "the CA's rate limit: too many certificates (5) already issued for this exact set; "
+        "next attempt at 2026-12-01 14:00:00 UTC"
+    )
+    assert acme.load_state(store) == state
 
 
 def test_a_challenge_the_ca_could_not_reach_says_which_port_to_open():

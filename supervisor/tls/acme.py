@@ -245,9 +245,10 @@ def record_failure(
         next_attempt = ""
         error = f"{failure.message}; no new attempt until the settings change"
     else:
-        wait = backoff_seconds(failure.kind, failures, failure.retry_after, draw)
-        next_attempt = (now + timedelta(seconds=wait)).isoformat()
-        when = now + timedelta(seconds=wait)
+        when = now + timedelta(
+            seconds=backoff_seconds(failure.kind, failures, failure.retry_after, draw)
+        )
+        next_attempt = when.isoformat()
         error = f"{failure.message}; next attempt at {when:%Y-%m-%d %H:%M:%S} UTC"
     state = FailureState(error, failure.kind, failures, next_attempt, fingerprint)
     _save_state(store, state)
