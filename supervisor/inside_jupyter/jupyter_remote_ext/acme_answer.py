@@ -1,8 +1,9 @@
 """Answering an ACME CA's challenges from inside Jupyter, so no other web server is needed.
 
 The daemon publishes the answers in a folder (supervisor/tls/acme.py); this serves them:
-- TLS-ALPN-01 (RFC 8737) on Jupyter's own HTTPS port: a handshake whose server name has a
-  challenge file gets the challenge certificate, and ALPN "acme-tls/1", instead of the live one.
+- TLS-ALPN-01 (RFC 8737) on Jupyter's own HTTPS port: a handshake that offers ALPN
+  "acme-tls/1" for a server name with a challenge file gets the challenge certificate instead of
+  the live one; every other handshake, a browser's for the same name included, the live one.
 - HTTP-01 on acme_http_port: a listener serving only /.well-known/acme-challenge/<token> and
   redirecting everything else to HTTPS. The daemon (root) binds the socket, so port 80 needs no
   privilege here, and passes it down as an inherited file descriptor.
