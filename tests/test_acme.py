@@ -375,6 +375,8 @@ def test_http01_for_the_ip_address_once_the_ca_is_back(acme_settings, pebble, ju
     shown = cli("cert", "show", "--settings", str(settings.source)).stdout
     assert f"the local CA, until the first certificate from {pebble.directory}" in shown
     assert f"last order failed: {down.error}" in shown
+    checked = cli("check", "--settings", str(settings.source))
+    assert checked.returncode == 0 and f"last order failed: {down.error}" in checked.stdout
 
     pebble.start()
     later = datetime.now(UTC) + timedelta(hours=1)  # past the backoff
