@@ -91,12 +91,13 @@ def jupyter_environment(settings: Settings, account: Account, config_dir: Path,
     }
 
 
-def start(argv: list[str], env: dict[str, str], label: str) -> subprocess.Popen[bytes]:
+def start(argv: list[str], env: dict[str, str], label: str,
+          pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
     """Start `argv` (already wrapped by as_account) detached from our session and stdio; its
     output is relayed to our log, each line behind `[label]`. Raises OSError."""
     process = subprocess.Popen(
         argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, pass_fds=pass_fds,
     )
     assert process.stdout is not None
     relay = threading.Thread(target=_relay, args=(process.stdout, label), daemon=True,
@@ -153,12 +154,14 @@ class Jupyter:
 
 
 def spawn_jupyter(settings: Settings, account: Account, config_dir: Path,
-                  kernel_env: Path | None = None) -> Jupyter:
+                  kernel_env: Path | None = None, pass_fds: tuple[int, ...] = ()) -> Jupyter:
     """`jupyter lab` as the account; raises OSError when it cannot be run at all. It starts in "/":
-    root_dir is the account's to change, and Jupyter reads it from its config."""
+    root_dir is the account's to change, and Jupyter reads it from its config. `pass_fds`: sockets
+    Jupyter inherits under the same numbers (acme mode's HTTP-01 socket)."""
     jupyter = [str(jupyter_executable(settings)), "lab", *settings.server.extra_args]
     argv = as_account(account, jupyter, bind_low_ports=settings.server.port < PRIVILEGED_PORTS)
-    process = start(argv, jupyter_environment(settings, account, config_dir, kernel_env), "jupyter")
+    process = start(argv, jupyter_environment(settings, account, config_dir, kernel_env), "jupyter",
+                    pass_fds)
     log.info("Jupyter started as %s, pid %s", account.name, process.pid)
     return Jupyter(process, time.monotonic())
 

@@ -139,7 +139,8 @@ def _tls_summary(loaded: Any, account: Any) -> list[str]:
         return [f"{loaded.tls.cert_file}: valid until {leaf.not_valid_after_utc:%Y-%m-%d} "
                 f"({(leaf.not_valid_after_utc - now).days} days left)"]
     lines = report.describe(loaded, account, now)
-    return [line for line in lines if line.startswith(("not after", "renewal", "notice", "no certificate"))]
+    shown = ("not after", "renewal", "notice", "no certificate", "issuer", "last order failed")
+    return [line for line in lines if line.startswith(shown)]
 
 
 @command()
@@ -218,7 +219,10 @@ def cert_renew(settings: SettingsOption = None) -> None:
     loaded = _load(settings)
     if not loaded.tls_enabled:
         raise JupyterRemoteError('cert renew: TLS is off ([tls] mode = "off")')
-    outcome = lifecycle.ensure_current(loaded, layout_of(loaded).account, renew_because="asked for (cert renew)")
+    outcome = lifecycle.ensure_current(loaded, layout_of(loaded).account,
+                                       renew_because="asked for (cert renew)")
+    if outcome.error:  # acme mode: the CA did not issue; the live certificate is unchanged
+        raise JupyterRemoteError(f"cert renew: {outcome.error}")
     what = "issued" if outcome.issued else "unchanged (certbot's files are already live)"
     typer.echo(f"certificate {what}: version {outcome.version}, valid until {outcome.not_after[:10]}")
     typer.echo("a running server serves it to new connections within a second")
@@ -232,6 +236,9 @@ def cert_ca(settings: SettingsOption = None) -> None:
     from supervisor.layout import layout_of
 
     loaded = _load(settings)
+    if loaded.tls.mode == "acme":
+        raise JupyterRemoteError('cert ca: nothing to trust in [tls] mode = "acme": the '
+                                 "certificate comes from a CA browsers already trust (cert show)")
     if loaded.tls.mode != "self-signed":
         raise JupyterRemoteError(f'cert ca: there is no local CA in [tls] mode = "{loaded.tls.mode}"')
     path = layout_of(loaded).store.ca_certificate

@@ -9,9 +9,11 @@ What to decide lives elsewhere, as pure functions: the backoff (states), the hea
 from __future__ import annotations
 
 import json
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,8 +30,9 @@ from supervisor.loop import Clock, SignalQueue, Timers
 from supervisor.notify import Notifier
 from supervisor.prepare import Prepared, prepare, write_jupyter_config
 from supervisor.render import activity_file, notice_file, serving_url
-from supervisor.settings import Settings, needs_restart
+from supervisor.settings import Settings, challenge_socket_changes, needs_restart
 from supervisor.states import Backoff, State, check_transition
+from supervisor.tls.challenge_socket import bind_http_challenge_socket
 from supervisor.tls.watch import CertificateWatcher, live_certificate
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class Daemon:
         self.restarting_for_reload = False  # its verdict is given once Jupyter serves again
         self.restart_pending: str | None = None
         self.exit_code = 0
+        self.challenge_socket: socket.socket | None = None  # acme mode's HTTP-01 listener
         self.identity = status.own_identity()
         self.idle = idle.IdleWatch(idle.ActivityClock(clock()))
 
@@ -113,13 +117,18 @@ class Daemon:
         # due follows within a second through the extension's swap: no start waits for it.
         store = layout_of(self.settings).store
         live = live_certificate(store) if self.settings.tls_enabled else None
-        self._adopt(self.settings, prepare(self.settings, live))
+        # acme mode: bound once as root (port 80 needs no privilege in Jupyter), then inherited.
+        self.challenge_socket = bind_http_challenge_socket(self.settings)
+        self._adopt(self.settings, prepare(self.settings, live, self._challenge_fd()))
         status.clear_restart_pending(self.settings.runtime_dir)  # we are the restart it asked for
         if self.notifier.watchdog_interval:
             self._watchdog()
         self._start_jupyter()
-        if live:
+        if live and self.settings.tls.mode != "acme":  # an order waits until Jupyter can answer
             self.certificates.start_check()
+
+    def _challenge_fd(self) -> int | None:
+        return self.challenge_socket.fileno() if self.challenge_socket else None
 
     def _adopt(self, settings: Settings, prepared: Prepared) -> None:
         self.settings, self.prepared = settings, prepared
@@ -143,8 +152,9 @@ class Daemon:
             return
         layout = self.prepared.layout
         try:
-            self.jupyter = child.spawn_jupyter(self.settings, layout.account, layout.config_dir,
-                                               self.prepared.kernel_env)
+            self.jupyter = child.spawn_jupyter(
+                self.settings, layout.account, layout.config_dir, self.prepared.kernel_env,
+                pass_fds=() if self.challenge_socket is None else (self.challenge_socket.fileno(),))
         except OSError as error:
             self._back_off(f"could not be started ({error.strerror or error})")
             return
@@ -174,6 +184,8 @@ class Daemon:
         log.info("serving %s", self.url)
         # READY=1 travels alone: a STATUS= in the same datagram could not lose it.
         self.notifier.ready(f"Serving {self.url}")
+        if self.settings.tls.mode == "acme":  # the extension answers challenges from now on
+            self.certificates.start_check()
         if self.restarting_for_reload:
             self.restarting_for_reload = False
             self._finish_reload("applied")
@@ -346,18 +358,24 @@ class Daemon:
 
     def _reload(self) -> None:
         self.notifier.reloading()
-        old = self.settings
+        old, old_socket = self.settings, self.challenge_socket
+        new_socket, moves = None, False
         try:
             new = loading.load_isolated(old.source)
-            prepared = prepare(new)
-        except JupyterRemoteError as error:
-            for line in error.lines:
+            moves = challenge_socket_changes(old, new)
+            if moves:
+                new_socket = bind_http_challenge_socket(new)
+            serving = new_socket if moves else old_socket
+            prepared = prepare(new, acme_http_fd=serving.fileno() if serving else None)
+        except (JupyterRemoteError, OSError) as error:
+            if new_socket:
+                new_socket.close()
+            lines = error.lines if isinstance(error, JupyterRemoteError) else [
+                f"cannot apply the settings: {error}"]
+            for line in lines:
                 log.error("reload rejected: %s", line)
             log.error("reload rejected: still serving with the settings loaded before")
-            self._finish_reload("rejected", tuple(error.lines))
-            return
-        except OSError as error:
-            self._finish_reload("rejected", (f"cannot apply the settings: {error}",))
+            self._finish_reload("rejected", tuple(lines))
             return
         self._adopt(new, prepared)
         self.last_error = ""
@@ -369,6 +387,10 @@ class Daemon:
         if self.state in (State.RUNNING, State.STARTING):
             self._set_state(State.STOPPING, "Restarting Jupyter with new [server] settings")
             self._terminate_jupyter(spare=self.packages.pid)
+        if moves:  # the next Jupyter inherits the new socket
+            if old_socket:
+                old_socket.close()
+            self.challenge_socket = new_socket
         self.timers.cancel("backoff")
         self.backoff = Backoff()
         self._start_jupyter()
@@ -392,12 +414,11 @@ class Daemon:
             hashed = passwords.read_hash(self.settings)
             if not hashed or hashed == self.prepared.hashed_password:
                 return
-            write_jupyter_config(self.prepared.layout, hashed)
+            write_jupyter_config(self.prepared.layout, hashed, self.prepared.acme_http_fd)
         except (SettingsError, OSError) as error:
             log.error("new password not applied: %s", error)
             return
-        self.prepared = Prepared(self.prepared.layout, hashed, self.prepared.certificate,
-                                 self.prepared.kernel_env)
+        self.prepared = dataclasses.replace(self.prepared, hashed_password=hashed)
         log.info("new password applied without restarting Jupyter; earlier sessions are logged out")
 
     def _notice_upgrade(self) -> None:
@@ -508,7 +529,8 @@ class Daemon:
             state=self.state.value, pid=pid, pid_created=created,
             jupyter_pid=self.jupyter.pid if self.jupyter else None, url=self.url,
             started=self.started.isoformat(timespec="seconds"), restarts=self.restarts,
-            cert_days_left=self.certificates.days_left(), last_error=self.last_error,
+            cert_days_left=self.certificates.days_left(),
+            last_error=self.last_error or self.certificates.problem,
             restart_pending=self.restart_pending, reload=self.reload,
             idle_seconds=self.idle.idle_seconds(self.clock()),
             idle_action_at=self.idle.action_at(self.clock(), time.time()),

@@ -24,10 +24,13 @@ class Prepared:
     hashed_password: str
     certificate: CertificateInfo | None  # None: TLS is off
     kernel_env: Path | None  # the notebooks' own environment, unless kernel.python names one
+    acme_http_fd: int | None = None  # acme mode: the HTTP-01 socket Jupyter inherits
 
 
-def prepare(settings: Settings, live: CertificateInfo | None = None) -> Prepared:
-    """`live`: a certificate already live, to start with at once (its renewal is checked later)."""
+def prepare(settings: Settings, live: CertificateInfo | None = None,
+            acme_http_fd: int | None = None) -> Prepared:
+    """`live`: a certificate already live, to start with at once (its renewal is checked later);
+    `acme_http_fd`: the daemon's HTTP-01 socket, served by Jupyter under the same number."""
     layout = layout_of(settings)
     make_directories(layout)
     hashed = passwords.ensure_password(settings)
@@ -36,11 +39,11 @@ def prepare(settings: Settings, live: CertificateInfo | None = None) -> Prepared
         certificate = live or ensure_certificate(settings, layout.account)
     environment = kernel_env.ensure_kernel(layout)
     terminal.write_rc(layout, environment)
-    write_jupyter_config(layout, hashed)
-    return Prepared(layout, hashed, certificate, environment)
+    write_jupyter_config(layout, hashed, acme_http_fd)
+    return Prepared(layout, hashed, certificate, environment, acme_http_fd)
 
 
-def jupyter_inputs(layout: Layout, hashed: str) -> JupyterInputs:
+def jupyter_inputs(layout: Layout, hashed: str, acme_http_fd: int | None = None) -> JupyterInputs:
     tls = layout.settings.tls_enabled
     return JupyterInputs(
         home=layout.account.home,
@@ -50,12 +53,14 @@ def jupyter_inputs(layout: Layout, hashed: str) -> JupyterInputs:
         display_url=serving_url(layout.settings),
         certfile=layout.store.certfile if tls else None,
         keyfile=layout.store.keyfile if tls else None,
+        acme_http_fd=acme_http_fd,
     )
 
 
-def write_jupyter_config(layout: Layout, hashed: str) -> None:
+def write_jupyter_config(layout: Layout, hashed: str, acme_http_fd: int | None = None) -> None:
     mode, owner = layout.account_readable
-    document = json.dumps(render(layout.settings, jupyter_inputs(layout, hashed)), indent=1).encode()
+    inputs = jupyter_inputs(layout, hashed, acme_http_fd)
+    document = json.dumps(render(layout.settings, inputs), indent=1).encode()
     write_atomic(layout.config_file, document, mode=mode, owner=owner)
     # jupyter_core would otherwise try to write this marker of its IPython-3 migration into a
     # folder the account cannot write, and Jupyter would fail to start.

@@ -12,6 +12,7 @@ from typing import Any
 from supervisor import public_address
 from supervisor.public_address import Candidates, choose
 from supervisor.settings import Settings
+from supervisor.tls.store import challenge_dir
 
 EXTENSION = "jupyter_remote_ext"
 # The front-end piece of the idle warning: prebuilt, found through LabServerApp.extra_labextensions_path.
@@ -31,6 +32,9 @@ class JupyterInputs:
     display_url: str = ""  # serving_url: what Jupyter's own "running at" line shows
     certfile: Path | None = None
     keyfile: Path | None = None
+    # acme mode: the HTTP-01 listening socket the daemon bound (tls/challenge_socket.py) and passes
+    # to Jupyter under the same number (child.spawn_jupyter pass_fds); None = TLS-ALPN-01 only.
+    acme_http_fd: int | None = None
 
 
 def root_dir(settings: Settings, home: Path) -> Path:
@@ -93,6 +97,12 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         },
         "LabServerApp": {"extra_labextensions_path": [str(LABEXTENSIONS)]},
     }
+    if settings.tls.mode == "acme":
+        # The extension answers the CA's challenges from the folder the daemon publishes them in.
+        config["AcmeChallenges"] = {
+            "folder": str(challenge_dir(settings.state_dir)),
+            "http_fd": inputs.acme_http_fd if inputs.acme_http_fd is not None else -1,
+        }
     if settings.kernel.cull_idle_minutes:
         config["MappingKernelManager"] = {
             "cull_idle_timeout": settings.kernel.cull_idle_minutes * 60,

@@ -20,6 +20,7 @@ import pwd
 import re
 import unicodedata
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from supervisor.settings import Settings, is_loopback, looks_like_password_hash
 from supervisor.trust import untrusted
 
 MAX_VALIDITY_DAYS = 825  # Apple's limit for TLS server certificates
-TLS_MODES = ("self-signed", "files", "off")
+TLS_MODES = ("self-signed", "acme", "files", "off")
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 IDLE_ACTIONS = ("poweroff", "stop")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # Values never shown in an error: only what is wrong with them.
@@ -121,6 +123,28 @@ def _hostname(value: str) -> str:
     return value
 
 
+def _acme_directory(value: str) -> str:
+    # The account key signs every request, but the directory itself (and so which server gets
+    # them) is trusted only through HTTPS; plain HTTP is for a test CA on this machine alone.
+    parsed = urllib.parse.urlsplit(value)
+    try:
+        host_is_loopback = bool(parsed.hostname) and (
+            parsed.hostname == "localhost" or ipaddress.ip_address(parsed.hostname).is_loopback)
+    except ValueError:
+        host_is_loopback = False
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        _fail('must be the https:// URL of an ACME directory, such as "' + LETS_ENCRYPT + '"')
+    if parsed.scheme == "http" and not host_is_loopback:
+        _fail("must be https:// (http:// only for a server on this machine)")
+    return value
+
+
+def _email_or_empty(value: str) -> str:
+    if value and not re.fullmatch(r"[^@\s:,]+@[^@\s:,]+\.[^@\s:,]+", value):
+        _fail('must be an e-mail address such as "you@example.com", or ""')
+    return value
+
+
 def _password_hash(value: str) -> str:
     if value and not looks_like_password_hash(value):
         _fail('must be a hash as printed by "jupyter-remote password --print" (argon2:$argon2id$...)')
@@ -176,6 +200,10 @@ class TlsSettings(_Section):
     cloud_metadata: bool = True
     cert_file: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
     key_file: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
+    acme_directory: Annotated[Text, AfterValidator(_acme_directory)] = LETS_ENCRYPT
+    acme_email: Annotated[Text, AfterValidator(_email_or_empty)] = ""
+    acme_http_port: Annotated[int, AfterValidator(_between(0, 65535))] = 80
+    acme_ca_bundle: Annotated[Text, AfterValidator(_absolute_or_empty)] = ""
 
 
 class KernelSettings(_Section):
@@ -257,6 +285,8 @@ def _cross_checks(settings: Settings, euid: int) -> list[str]:
         for key in ("cert_file", "key_file"):
             if not getattr(tls, key):
                 problems.append(f'[tls] {key}: required when mode = "files"')
+    if tls.mode == "acme":
+        problems += _acme_checks(settings)
     if server.jupyter and not os.access(server.jupyter, os.X_OK):
         problems.append(f"[server] jupyter: not an executable file, got {json.dumps(server.jupyter)}")
     if euid == 0:
@@ -280,6 +310,25 @@ def _cross_checks(settings: Settings, euid: int) -> list[str]:
                         "without it"
                     )
         problems += _untrusted_paths(settings)
+    return problems
+
+
+def _acme_checks(settings: Settings) -> list[str]:
+    tls = settings.tls
+    problems = []
+    if tls.acme_http_port and tls.acme_http_port == settings.server.port:
+        problems.append("[tls] acme_http_port: must differ from [server] port (HTTPS is served "
+                        f"there), got {tls.acme_http_port}")
+    if tls.acme_ca_bundle:
+        try:
+            text = Path(tls.acme_ca_bundle).read_text(encoding="ascii", errors="replace")
+        except OSError as error:
+            problems.append(
+                f"[tls] acme_ca_bundle: cannot read {tls.acme_ca_bundle}: {error.strerror}")
+        else:
+            if "-----BEGIN CERTIFICATE-----" not in text:
+                problems.append(f"[tls] acme_ca_bundle: not a PEM certificate file, "
+                                f"got {json.dumps(tls.acme_ca_bundle)}")
     return problems
 
 

@@ -51,6 +51,10 @@ class Tls:
     cloud_metadata: bool = True
     cert_file: str = ""
     key_file: str = ""
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_email: str = ""
+    acme_http_port: int = 80
+    acme_ca_bundle: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,18 @@ SECTION_TYPES: dict[str, type] = {
 
 def needs_restart(old: Settings, new: Settings) -> bool:
     """Whether applying `new` over `old` restarts Jupyter: everything else applies live."""
-    return new.server != old.server or new.paths != old.paths
+    return new.server != old.server or new.paths != old.paths or challenge_socket_changes(old, new)
+
+
+def challenge_socket_changes(old: Settings, new: Settings) -> bool:
+    """Whether acme mode's HTTP-01 socket, which Jupyter inherits at its start, is another one."""
+    def wanted(settings: Settings) -> tuple[str, int] | None:
+        tls = settings.tls
+        if tls.mode != "acme" or not tls.acme_http_port:
+            return None
+        return settings.server.ip, tls.acme_http_port
+
+    return wanted(old) != wanted(new)
 
 
 def settings_path_from_env() -> Path:

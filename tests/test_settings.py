@@ -123,7 +123,7 @@ def test_relative_password_file_is_beside_the_settings(tmp_path):
      '(argon2:$argon2id$...)'),
     ("[auth]\nrate_limit_per_minute = -1", "[auth] rate_limit_per_minute: must be 0-100000, got -1"),
     ('[tls]\nmode = "selfsigned"',
-     '[tls] mode: must be one of "self-signed", "files", "off", got "selfsigned"'),
+     '[tls] mode: must be one of "self-signed", "acme", "files", "off", got "selfsigned"'),
     ("[tls]\nvalidity_days = 900", "[tls] validity_days: must be 1-825, got 900"),
     ('[tls]\nhostnames = ["ok.example", "bad_name"]',
      '[tls] hostnames[1]: must be a DNS name or an IP address, got "bad_name"'),

@@ -20,6 +20,11 @@ class CertificateInfo:
     issued: bool = False  # this check made it live
     reason: str = ""  # why it was issued
     notices: tuple[str, ...] = field(default=())  # for the log: a CA to trust again, a near expiry
+    # acme mode: why the CA's certificate is not (yet) live; when to check again (seconds; None:
+    # the usual hourly look); whether only a settings change can help (never retry before).
+    error: str = ""
+    next_attempt_after: float | None = None
+    retry_blocked: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CertificateInfo:

@@ -43,9 +43,16 @@ def utcnow() -> datetime:
 
 
 def ensure_current(
-    settings: Settings, account: Account, now: datetime | None = None, *, renew_because: str = ""
+    settings: Settings, account: Account, now: datetime | None = None, *,
+    renew_because: str = "", jupyter_answers: bool = True,
 ) -> CertificateInfo:
-    """Make the live certificate present and current; `renew_because` is a reason to renew now whatever the rule says."""
+    """Make the live certificate present and current; `renew_because` is a reason to renew now,
+    whatever the rule says.
+
+    In acme mode one call makes at most one bounded order (about 90 s) and returns; with
+    `jupyter_answers` False (before Jupyter serves, so nobody could answer a challenge) it only
+    makes sure the local CA's certificate is live.
+    """
     now = now or utcnow()
     store = CertificateStore(settings.state_dir, account)
     try:
@@ -54,7 +61,12 @@ def ensure_current(
             store.repair()
             if settings.tls.mode == "files":
                 return _import_files(settings, store, now)
-            return _self_signed(settings, store, now, renew_because)
+            if settings.tls.mode == "acme":
+                from supervisor.tls import acme
+
+                return acme.ensure(settings, store, now, renew_because,
+                                   jupyter_answers=jupyter_answers)
+            return self_signed(settings, store, now, renew_because)
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         raise JupyterRemoteError(
@@ -63,7 +75,7 @@ def ensure_current(
         ) from None
 
 
-def _self_signed(
+def self_signed(
     settings: Settings, store: CertificateStore, now: datetime, renew_because: str
 ) -> CertificateInfo:
     cloud = current_cloud_identity(settings, store, remember=True)
@@ -80,7 +92,7 @@ def _self_signed(
                 {"when": now.isoformat(), "reason": ca_reason}).encode(), mode=0o644)
         log.info("local CA made: %s", ca_reason)
 
-    live = _load_live(store)
+    live = load_live(store)
     reason = renew_because
     if not reason:
         if live is None:
@@ -90,15 +102,15 @@ def _self_signed(
         else:
             reason = renewal_reason(live, wanted, now, settings.tls.renew_before_days) or ""
     if not reason:
-        return _outcome(settings, store, now)
+        return outcome(settings, store, now)
     leaf = issue.make_leaf(ca, wanted, settings.tls.validity_days, now)
-    meta = _meta("self-signed", leaf.certificate, now)
+    meta = version_meta("self-signed", leaf.certificate, now)
     version = store.add_version(leaf.certificate_pem, leaf.key_pem, meta)
     store.switch(version)
     store.prune()
     log.info("certificate issued (%s), valid until %s", reason,
              f"{leaf.certificate.not_valid_after_utc:%Y-%m-%d}")
-    return _outcome(settings, store, now, issued=True, reason=reason)
+    return outcome(settings, store, now, issued=True, reason=reason)
 
 
 def _ca_replacement_reason(
@@ -157,13 +169,13 @@ def _import_files(settings: Settings, store: CertificateStore, now: datetime) ->
     if left < timedelta(days=settings.tls.renew_before_days):
         notices = (f"{settings.tls.cert_file} expires in {left.days} days: "
                    "is certbot renewing it?",)
-    live = _load_live(store)
+    live = load_live(store)
     if live is not None and issue.certificate_sha256(live) == issue.certificate_sha256(leaf):
-        return _outcome(settings, store, now, notices=notices)
-    version = store.add_version(chain_pem, key_pem, _meta("files", leaf, now))
+        return outcome(settings, store, now, notices=notices)
+    version = store.add_version(chain_pem, key_pem, version_meta("files", leaf, now))
     store.switch(version)
     store.prune()
-    return _outcome(settings, store, now, issued=True, reason=f"imported {settings.tls.cert_file}",
+    return outcome(settings, store, now, issued=True, reason=f"imported {settings.tls.cert_file}",
                     notices=notices)
 
 
@@ -219,7 +231,7 @@ def _load_ca(store: CertificateStore) -> issue.Issued | None:
     return issue.Issued(certificate, key)  # type: ignore[arg-type]
 
 
-def _load_live(store: CertificateStore) -> x509.Certificate | None:
+def load_live(store: CertificateStore) -> x509.Certificate | None:
     version = store.live_version()
     if version is None:
         return None
@@ -236,7 +248,7 @@ def _load_live(store: CertificateStore) -> x509.Certificate | None:
     return certificate
 
 
-def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str, object]:
+def version_meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str, object]:
     return {
         "source": source,
         "sha256": issue.certificate_sha256(certificate),
@@ -246,15 +258,17 @@ def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str
     }
 
 
-def _outcome(
-    settings: Settings, store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
-    notices: tuple[str, ...] = (),
+def outcome(
+    settings: Settings, store: CertificateStore, now: datetime, *, issued: bool = False,
+    reason: str = "", notices: tuple[str, ...] = (), error: str = "",
+    next_attempt_after: float | None = None, retry_blocked: bool = False,
 ) -> CertificateInfo:
     meta = store.meta() or {}
     version = store.live_version()
     return CertificateInfo(version.name if version else "", meta.get("not_after", ""),
                            meta.get("sha256", ""), issued, reason,
-                           (*notices, *ca_notices(settings, store, now)))
+                           (*notices, *ca_notices(settings, store, now)), error,
+                           next_attempt_after, retry_blocked)
 
 
 def ca_notices(settings: Settings, store: CertificateStore, now: datetime) -> list[str]:

@@ -56,6 +56,8 @@ def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
         lines.append(f"CA:          {certificate.issuer.rfc4514_string()} (the issuer)")
         if len(chain) > 1:  # certbot's fullchain.pem: the leaf, then the CA that issued it
             lines.append(f"CA sha256:   {fingerprint(chain[1])}")
+    if settings.tls.mode == "acme":
+        lines += _acme_lines(settings, store)
     if settings.tls.mode == "self-signed":
         try:
             ca = x509.load_pem_x509_certificate(store.ca_certificate.read_bytes())
@@ -75,4 +77,24 @@ def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
         if due:
             lines.append(f"renewal due: {due} (the running daemon renews it within the hour)")
         lines += [f"notice: {n}" for n in ca_notices(settings, store, now)]
+    return lines
+
+
+def _acme_lines(settings: Settings, store: CertificateStore) -> list[str]:
+    from supervisor.tls import acme
+
+    meta = store.meta() or {}
+    if meta.get("source") == "acme" and meta.get("directory") == settings.tls.acme_directory:
+        lines = [
+            f"issuer:      {meta.get('issuer', '')} (browsers trust it: nothing to import)",
+            f"account:     {meta.get('account', '')}",
+            f"renewal:     from {meta.get('next_renewal', '')[:16].replace('T', ' ')} UTC "
+            "(the running daemon renews it live)",
+        ]
+    else:
+        directory = settings.tls.acme_directory
+        lines = [f"issuer:      the local CA, until the first certificate from {directory}"]
+    state = acme.load_state(store)
+    if state is not None:
+        lines.append(f"last order failed: {state.error}")
     return lines

@@ -4,6 +4,7 @@
     <state_dir>/tls/versions/0007/             one issued or imported certificate, whole or absent
         fullchain.pem  privkey.pem  meta.json  (privkey: root's, readable by the account's group)
     <state_dir>/tls/live -> versions/0007      replaced by rename: never half-switched
+    <state_dir>/tls/acme/, acme-challenges/     acme mode (supervisor.tls.acme)
 
 A version folder is filled under a temporary name and renamed into place, so a reader never sees
 half of one; the live link is replaced with rename(2), so it always names a whole version.
@@ -33,6 +34,11 @@ META = "meta.json"
 KEEP_VERSIONS = 3
 
 
+def challenge_dir(state_dir: Path) -> Path:
+    """acme mode: where the daemon publishes challenge answers for the extension inside Jupyter."""
+    return state_dir / "tls" / "acme-challenges"
+
+
 class CertificateStore:
     def __init__(self, state_dir: Path, account: Account) -> None:
         self.root = state_dir / "tls"
@@ -48,6 +54,16 @@ class CertificateStore:
     @property
     def keyfile(self) -> Path:
         return self.live / KEY
+
+    # A key Jupyter reads is root's and readable by the account's group: Jupyter can read it, and
+    # cannot replace what root parses next time.
+    @property
+    def key_mode(self) -> int:
+        return 0o600 if self.account.is_self else 0o640
+
+    @property
+    def key_owner(self) -> tuple[int, int] | None:
+        return None if self.account.is_self else (0, self.account.gid)
 
     @property
     def ca_certificate(self) -> Path:
@@ -100,10 +116,7 @@ class CertificateStore:
         try:
             os.chmod(staging, 0o755)
             write_atomic(staging / CHAIN, chain_pem, mode=0o644)
-            # Root's, readable by the account's group: Jupyter reads it, and cannot replace what
-            # root parses next time.
-            mode, owner = (0o600, None) if self.account.is_self else (0o640, (0, self.account.gid))
-            write_atomic(staging / KEY, key_pem, mode=mode, owner=owner)
+            write_atomic(staging / KEY, key_pem, mode=self.key_mode, owner=self.key_owner)
             write_atomic(staging / META, json.dumps(meta, indent=1).encode(), mode=0o644)
             number = max((int(p.name) for p in self._complete_versions()), default=0) + 1
             final = self.versions / f"{number:04d}"

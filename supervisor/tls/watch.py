@@ -26,23 +26,25 @@ log = logging.getLogger(__name__)
 
 CERTIFICATE_CHECK = 3600.0  # renewal is due by days; an hourly look is plenty
 FILES_CHECK = 5.0  # certbot's files are looked at this often in files mode
+ACME_SOONEST = 5.0  # acme mode: never ask the CA again sooner, whatever the last answer said
 FileStamp = tuple[tuple[int, int, int] | None, ...]
 
 
 def ensure_certificate(settings: Settings, account: Account) -> CertificateInfo:
     """Present and current TLS material, made in a short-lived child; waits for it."""
-    info = CertificateInfo.from_dict(isolated.call(_ensure_here, settings, account,
+    # Nobody answers an ACME challenge before Jupyter serves: this only makes sure one is live.
+    info = CertificateInfo.from_dict(isolated.call(_ensure_here, settings, account, False,
                                                    what="a certificate worker"))
     for notice in info.notices:
         log.warning("%s", notice)
     return info
 
 
-def _ensure_here(settings: Settings, account: Account) -> CertificateInfo:
+def _ensure_here(settings: Settings, account: Account, jupyter_answers: bool) -> CertificateInfo:
     # Imported here, in the child: the resident daemon never loads cryptography.
     from supervisor.tls import lifecycle
 
-    return lifecycle.ensure_current(settings, account)
+    return lifecycle.ensure_current(settings, account, jupyter_answers=jupyter_answers)
 
 
 def live_certificate(store: CertificateStore) -> CertificateInfo | None:
@@ -76,6 +78,7 @@ class CertificateWatcher:
         self.live: CertificateInfo | None = None
         self.changed_at = 0.0  # clock() when the live certificate last changed
         self.check: isolated.Pending | None = None  # a check running in a child
+        self.problem = ""  # acme mode: why the CA's certificate is not (yet) live
         self._files_stamp: FileStamp | None = None
         self._checked_stamp: FileStamp | None = None
 
@@ -105,7 +108,7 @@ class CertificateWatcher:
         if self.check is not None or self.settings is None or self.live is None:
             return
         self.check = isolated.start("a certificate worker", _ensure_here, self.settings,
-                                    self.account)
+                                    self.account, True)
 
     def read(self) -> None:
         assert self.check is not None
@@ -122,6 +125,15 @@ class CertificateWatcher:
         self._checked_stamp = self._files_stamp
         for notice in info.notices:
             log.warning("%s", notice)
+        if info.error != self.problem:
+            if info.error:
+                log.warning("certificate: %s; still serving the last good certificate", info.error)
+            else:
+                log.info("certificate: the ACME CA's certificate is live")
+            self.problem = info.error
+        if info.next_attempt_after is not None:  # acme mode: when the CA may be asked again
+            wait = min(CERTIFICATE_CHECK, max(info.next_attempt_after, ACME_SOONEST))
+            self.timers.after("certificate", wait, self.start_check)
         self._note(info)
 
     def notice_renewal_elsewhere(self, store: CertificateStore) -> None:

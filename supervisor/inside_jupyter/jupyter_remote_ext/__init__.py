@@ -9,6 +9,8 @@
 - guard.py: connections limited per client address and timed out until they authenticate, before
   the TLS handshake, so that idle connections cannot take every descriptor.
 - activity.py: a user's activity, for the daemon's idle stop, and its warning, for JupyterLab.
+- acme_answer.py: acme mode: answers the CA's TLS-ALPN-01 challenges in the live TLS context and
+  HTTP-01 challenges on a socket the daemon binds and passes down.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -18,6 +20,7 @@ import os
 
 from .activity import ActivityTracker
 from .guard import SETTINGS_KEY, ConnectionGuard
+from .acme_answer import AcmeAnswers, AcmeChallenges
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
 
@@ -32,6 +35,11 @@ def _load_jupyter_server_extension(serverapp):
     # The daemon put this module on PYTHONPATH; kernels and terminals must not inherit that.
     os.environ.pop("PYTHONPATH", None)
     watcher = LiveWatcher(serverapp)
+    challenges = AcmeChallenges(parent=serverapp)
+    if challenges.folder:
+        watcher.acme = AcmeAnswers(serverapp, challenges.folder)
+        if challenges.http_fd >= 0:
+            serverapp.io_loop.add_callback(watcher.acme.start_http, challenges.http_fd)
     # The HTTP server does not exist yet while extensions load: start once the loop runs, which is
     # before Jupyter binds its sockets (its own callback for that is queued after these).
     serverapp.io_loop.add_callback(_guard_connections, serverapp)

@@ -45,6 +45,7 @@ class LiveWatcher:
         self.live_tls_dir = os.path.dirname(serverapp.certfile) if serverapp.certfile else None
         self.tls_version = None
         self.live_file_stamp = None
+        self.acme = None  # acme_answer.AcmeAnswers in acme mode: hooks every context built
 
     def start(self):
         self.check()
@@ -69,6 +70,8 @@ class LiveWatcher:
             self.log.warning("jupyter-remote: keeping the current certificate: %s: %s", version, error)
             self.tls_version = version  # do not retry a bad version every second; a new one will come
             return
+        if self.acme is not None:
+            self.acme.install(context)
         self.serverapp.http_server.ssl_options = context
         self.log.info("jupyter-remote: serving certificate %s to new connections", os.path.basename(version))
         self.tls_version = version
