@@ -267,6 +267,7 @@ class Jupyter:
             home=self.account.home,
             hashed_password=hash_password("a test password"),
             live_file=config_dir / "live.json",
+            terminal_rc=config_dir / "bashrc",
             certfile=store.certfile,
             keyfile=store.keyfile,
             acme_http_fd=self.listener.fileno() if self.listener else None,
@@ -564,13 +565,18 @@ def test_tls_alpn01_through_the_daemon_renews_live_under_load(serve, pebble, fol
     trust = folder / "trust.pem"  # what a browser trusts, plus the local CA served until the first
     trust.write_bytes(pebble.root_pem() + Path(serving.ca).read_bytes())
     root = pebble_root(pebble, folder)
-    durations = []
+    # Once Jupyter serves, the daemon orders by itself: a certificate every browser trusts.
+    wait_until(lambda: verifies(serving.port, "127.0.0.1", root) is not None, 60,
+               "the daemon's own certificate from pebble served")
+    assert serving.daemon.status()["last_error"] == ""
+    durations, issued = [], set()
     with Prober(serving.port, str(trust)) as prober:
         for number in range(3):
             started = time.monotonic()
             outcome = lifecycle.ensure_current(settings, owner, renew_because=f"test renewal {number}")
             durations.append(time.monotonic() - started)
             assert outcome.issued and not outcome.error, outcome
+            issued.add(outcome.sha256)
             wait_until(
                 lambda: (
                     (served := verifies(serving.port, "127.0.0.1", root)) is not None
@@ -585,7 +591,7 @@ def test_tls_alpn01_through_the_daemon_renews_live_under_load(serve, pebble, fol
         f"{len(prober.failures)} failed, {prober.hangs} hung; order mean {sum(durations) / 3:.2f} s"
     )
     assert prober.failures == [] and prober.hangs == 0
-    assert len(prober.seen) == 4 and prober.connections > 20
+    assert issued <= set(prober.seen) and prober.connections > 20
     assert kernel.execute("print(state + 1)").strip() == "42"
     status = serving.daemon.status()
     assert status["jupyter_pid"] == jupyter_pid and status["restarts"] == 0
@@ -633,3 +639,26 @@ def contact_at_the_ca(pebble: Pebble, key_file: Path, uri: str) -> tuple[str, ..
     account = messages.RegistrationResource(uri=uri, body=messages.Registration())
     net.account = account
     return tuple(ca.query_registration(account).body.contact)
+
+
+def test_a_fresh_start_serves_a_trusted_certificate_by_http01_with_no_step(serve, pebble, folder):
+    """The whole promise, through the real daemon: start in acme mode with a DNS name; the daemon
+    binds port 80's stand-in, Jupyter answers HTTP-01 on it, and the certificate served verifies
+    against the CA's root, with no step by anyone; plain HTTP redirects to HTTPS."""
+    pebble.start()
+    serving = serve(tls={
+        "mode": "acme",
+        "acme_directory": pebble.directory,
+        "hostnames": ["jupyter.test"],
+        "acme_ca_bundle": str(pebble.listener_ca),
+        "acme_http_port": pebble.http_port,
+    })
+    root = pebble_root(pebble, folder)
+    wait_until(lambda: verifies(serving.port, "jupyter.test", root) is not None, 60,
+               "the daemon's own certificate from pebble, by HTTP-01")
+    assert serving.daemon.status()["last_error"] == ""
+    session = requests.Session()
+    session.trust_env = False
+    redirect = session.get(f"http://127.0.0.1:{pebble.http_port}/lab", allow_redirects=False,
+                           timeout=10)
+    assert redirect.status_code == 301 and redirect.headers["Location"].startswith("https://")
