@@ -26,6 +26,7 @@ class JupyterInputs:
     live_file: Path  # the channel through which the extension applies changes without a restart
     certfile: Path | None = None
     keyfile: Path | None = None
+    events_socket: Path | None = None  # where the extension reports login attempts to the daemon
 
 
 def root_dir(settings: Settings, home: Path) -> Path:
@@ -72,6 +73,8 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
             "rate_limit_per_minute": settings.auth.rate_limit_per_minute,
         },
     }
+    if inputs.events_socket:
+        config["RemoteIdentityProvider"]["events_socket"] = str(inputs.events_socket)
     if settings.kernel.cull_idle_minutes:
         config["MappingKernelManager"] = {
             "cull_idle_timeout": settings.kernel.cull_idle_minutes * 60,
