@@ -35,6 +35,7 @@ class JupyterInputs:
     # acme mode: the HTTP-01 listening socket the daemon bound (tls/challenge_socket.py) and passes
     # to Jupyter under the same number (child.spawn_jupyter pass_fds); None = TLS-ALPN-01 only.
     acme_http_fd: int | None = None
+    events_socket: Path | None = None  # where the extension reports login attempts to the daemon
 
 
 def root_dir(settings: Settings, home: Path) -> Path:
@@ -103,6 +104,8 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
             "folder": str(challenge_dir(settings.state_dir)),
             "http_fd": inputs.acme_http_fd if inputs.acme_http_fd is not None else -1,
         }
+    if inputs.events_socket:
+        config["RemoteIdentityProvider"]["events_socket"] = str(inputs.events_socket)
     if settings.kernel.cull_idle_minutes:
         config["MappingKernelManager"] = {
             "cull_idle_timeout": settings.kernel.cull_idle_minutes * 60,

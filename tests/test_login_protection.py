@@ -146,12 +146,14 @@ def summary(seconds: list[float]) -> str:
     return f"n={len(seconds)} median={statistics.median(seconds) * 1000:.1f}ms max={max(seconds) * 1000:.1f}ms"
 
 
-# Jupyter's format: "[W 2026-11-25 23:36:18.908 ServerApp] jupyter-remote: login failed from 127.0.0.1"
-LOGIN_LINE = re.compile(r"\[[WI] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+\] jupyter-remote: (login .*)")
+# The daemon's own lines, run by hand: "2026-11-25 23:36:18,908 WARNING jupyter-remote: login failed
+# from 127.0.0.1" (under systemd the journal has the time, and the line starts at the level).
+DAEMON_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+LOGIN_LINE = re.compile(DAEMON_TIME + r"(?:INFO|WARNING) jupyter-remote: (login .*)")
 
 
 def login_lines(log: str) -> list[str]:
-    """The messages of the extension's login lines, in order."""
+    """The messages of the daemon's login lines, in order."""
     return [match[1] for match in map(LOGIN_LINE.fullmatch, log.splitlines()) if match]
 
 
@@ -261,10 +263,10 @@ def test_one_log_line_per_attempt_without_the_password_that_fail2ban_matches(ser
     failed = {"127.0.0.1": 8, "127.0.0.2": 1}  # every failed or refused attempt, none else
     assert Counter(run_fail2ban_regex(server.daemon.log_path)) == failed
     # From the journal, fail2ban reads "<host> <identifier>[<pid>]: <message>" with the journal's own
-    # time, and Jupyter's timestamp stays in the message. The same lines, in that form:
+    # time, and the daemon, seeing JOURNAL_STREAM, writes no time of its own. The same lines, so:
     journal = folder / "journal-form.log"
-    journal.write_text("".join(f"{time.time():.6f} testhost jupyter-remote[{server.daemon.process.pid}]: {line}\n"
-                               for line in log.splitlines()))
+    journal.write_text("".join(f"{time.time():.6f} testhost jupyter-remote[{server.daemon.process.pid}]: "
+                               f"{re.sub('^' + DAEMON_TIME, '', line)}\n" for line in log.splitlines()))
     assert Counter(run_fail2ban_regex(journal, "--datepattern", "^EPOCH")) == failed
 
 
@@ -334,6 +336,10 @@ def test_the_example_jail_is_off_until_enabled_then_reads_the_unit_journal(folde
     assert test.returncode == 0 and "configuration test is successful" in test.stdout + test.stderr, test
     jail = "\n".join(fail2ban_jails(conf))
     assert "['add', 'jupyter-remote', 'systemd']" in jail
+    # Only Jupyter's port is banned, never SSH's: the firewall rule fail2ban would add says so.
+    actions = subprocess.run(["fail2ban-client", "-c", str(conf), "-d"], capture_output=True, text=True,
+                             check=False, timeout=60).stdout
+    assert "--dports 8888 -j f2b-jupyter-remote" in actions and "0:65535" not in actions
     assert "['set', 'jupyter-remote', 'addjournalmatch', '_SYSTEMD_UNIT=jupyter-remote.service']" in jail
     assert "jupyter-remote: login (?:failed|refused" in jail
 

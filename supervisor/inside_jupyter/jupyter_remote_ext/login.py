@@ -1,4 +1,10 @@
-"""Logins limited per client address, checked off the event loop and logged one line each."""
+"""Logins limited per client address, checked off the event loop, and reported to the daemon.
+
+The daemon writes the login lines fail2ban acts on; this extension only reports each attempt to it,
+as one datagram on a unix socket whose sender's pid the daemon checks (supervisor/login_events.py).
+Jupyter's own output reaches the log behind a prefix the filter excludes, so nothing Jupyter or a
+notebook prints can be taken for a login line.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ import hashlib
 import hmac
 import inspect
 import ipaddress
+import json
 import math
 import os
+import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -174,12 +182,7 @@ def _lower_priority() -> None:
 
 
 class RemoteLoginHandler(LoginFormHandler):
-    """The login form: limited per client, the argon2 check off the event loop, one log line each.
-
-    The lines ("jupyter-remote: login failed from <ip>", "... login refused (rate limit) from <ip>",
-    "... login succeeded from <ip>") are what etc/fail2ban/filter.d/jupyter-remote.conf matches:
-    change them only together with it.
-    """
+    """The login form: limited per client, the argon2 check off the event loop, each attempt reported."""
 
     @allow_unauthenticated
     async def post(self):
@@ -190,7 +193,7 @@ class RemoteLoginHandler(LoginFormHandler):
         wait = limiter.retry_after(client, time.monotonic())
         if wait:
             # Refused before the password is even read: a flood costs no argon2 time.
-            provider.log.warning("jupyter-remote: login refused (rate limit) from %s", address)
+            provider.report_login("refused", address)
             self.set_status(429)
             self.set_header("Retry-After", str(math.ceil(wait)))
             self._render(message={"error": f"Too many failed logins. Try again in {math.ceil(wait)} s."})
@@ -206,11 +209,11 @@ class RemoteLoginHandler(LoginFormHandler):
         finally:
             limiter.end(client, failed=not accepted, now=time.monotonic())
         if not accepted:
-            provider.log.warning("jupyter-remote: login failed from %s", address)
+            provider.report_login("failed", address)
             self.set_status(401)
             self._render(message={"error": "Invalid credentials"})
             return
-        provider.log.info("jupyter-remote: login succeeded from %s", address)
+        provider.report_login("succeeded", address)
         user = self.current_user = provider.generate_anonymous_user(self)
         provider.set_login_cookie(self, user)
         self._redirect_safe(self.get_argument("next", default=self.base_url))
@@ -228,11 +231,30 @@ class RemoteIdentityProvider(PasswordIdentityProvider):
 
     live_file = Unicode("", config=True, help="JSON file of values the daemon changes live.")
     rate_limit_per_minute = Int(10, config=True, help="Failed logins per address a minute; 0 = off.")
+    events_socket = Unicode("", config=True, help="Unix datagram socket where login attempts are "
+                            "reported to jupyter-remote, which logs them.")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.limiter = RateLimiter(self.rate_limit_per_minute)
         self.password_checks = PasswordChecks(lambda: self.hashed_password)
+        # Close-on-exec: kernels and terminals never hold it (they could not forge our pid anyway).
+        self.events = socket.socket(
+            socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+
+    def report_login(self, outcome: str, address: str) -> None:
+        """One datagram to the daemon, which logs the line fail2ban reads; never blocks."""
+        level = "info" if outcome == "succeeded" else "warning"
+        # Worded unlike the daemon's line, and relayed behind a prefix: for people, not fail2ban.
+        getattr(self.log, level)("jupyter-remote: login attempt from %s: %s (reported to the daemon)",
+                                 address, outcome)
+        if not self.events_socket:
+            return
+        message = json.dumps({"event": "login", "outcome": outcome, "address": address}).encode()
+        try:
+            self.events.sendto(message, self.events_socket)
+        except OSError as error:  # the daemon's queue is full or it is restarting: drop the event
+            self.log.warning("jupyter-remote: login event not reported: %s", error.strerror)
 
     @property
     def login_handler_class(self):
