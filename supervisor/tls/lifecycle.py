@@ -247,7 +247,8 @@ def _meta(source: str, certificate: x509.Certificate, now: datetime) -> dict[str
 
 
 def _outcome(
-    settings: Settings, store: CertificateStore, now: datetime, *, issued: bool = False, reason: str = "",
+    settings: Settings, store: CertificateStore, now: datetime, *, issued: bool = False,
+    reason: str = "",
     notices: tuple[str, ...] = (),
 ) -> CertificateInfo:
     meta = store.meta() or {}
