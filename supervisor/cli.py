@@ -122,8 +122,9 @@ def check(settings: SettingsOption = None) -> None:
     elif hashed:
         typer.echo(f"password:    set ({loaded.password_path})")
     else:
-        typer.echo(f"password:    not set yet: `{hints.command(loaded.source, 'run')}` makes one at "
-                   f"its first start and writes it to {loaded.initial_password_path}")
+        run_command = hints.command(loaded.source, "run")
+        typer.echo(f"password:    not set yet: `{run_command}` makes one at its first start "
+                   f"and writes it to {loaded.initial_password_path}")
     for warning in settings_warnings(loaded):
         typer.echo(warning, err=True)
 

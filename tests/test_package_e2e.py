@@ -110,6 +110,39 @@ def bookworm_root(package: Path) -> Path:
     return root
 
 
+# Lines the next release adds to the settings reference, as the [idle] and [dask] keys will.
+NEXT_RELEASE_LINES = "\n# [next]\n# documented_in_the_next_release = true\n"
+REFERENCE = "usr/share/doc/jupyter-remote/settings.toml.reference"
+
+
+@pytest.fixture(scope="module")
+def next_release(package: Path) -> Path:
+    """The next release as users get it: a newer version whose settings reference documents more.
+    Repacked from the package in seconds (the same files otherwise) rather than built again."""
+    work = Path(tempfile.mkdtemp(prefix="jupyter-remote-next-"))
+    try:
+        tree = work / "tree"
+        subprocess.run(["dpkg-deb", "--raw-extract", str(package), str(tree)], check=True,
+                       capture_output=True, timeout=600)
+        control = tree / "DEBIAN" / "control"
+        text = control.read_text()
+        version = re.search(r"(?m)^Version: (.+)$", text).group(1)  # type: ignore[union-attr]
+        arch = re.search(r"(?m)^Architecture: (.+)$", text).group(1)  # type: ignore[union-attr]
+        control.write_text(text.replace(f"Version: {version}", f"Version: {version}+next"))
+        reference = tree / REFERENCE
+        reference.write_text(reference.read_text() + NEXT_RELEASE_LINES)
+        sums = tree / "DEBIAN" / "md5sums"
+        digest = hashlib.md5(reference.read_bytes()).hexdigest()
+        entry = rf"(?m)^[0-9a-f]{{32}}  {re.escape(REFERENCE)}$"
+        sums.write_text(re.sub(entry, f"{digest}  {REFERENCE}", sums.read_text()))
+        built = package.parent / f"jupyter-remote_{version}+next_{arch}.deb"
+        subprocess.run(["dpkg-deb", "-Zgzip", "-z1", "--build", str(tree), str(built)], check=True,
+                       capture_output=True, timeout=600)
+        return built
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # --- the container ----------------------------------------------------------------------------------
 
 
@@ -162,7 +195,7 @@ class Container:
         result = subprocess.run(
             ["nsenter", "-t", str(self.pid1), "-a", "env", "-i", f"PATH={INSIDE_PATH}", "LANG=C.UTF-8",
              "DEBIAN_FRONTEND=noninteractive", *argv],
-            capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )
         if check:
             assert result.returncode == 0, f"{' '.join(argv)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -345,18 +378,41 @@ def test_reload_keeps_jupyter_and_its_kernels_serving(container: Container) -> N
     assert container.logs_in()
 
 
-def test_upgrade_leaves_the_service_running_and_says_a_restart_is_pending(
-        container: Container, package: Path) -> None:
+def test_upgrade_over_edited_settings_asks_nothing_keeps_them_and_the_running_server(
+        container: Container, next_release: Path) -> None:
+    settings = container.path("/etc/jupyter-remote/settings.toml")
+    edited = settings.read_text() + "\n[auth]\nrate_limit_per_minute = 20  # mine\n"
+    settings.write_text(edited)
+    container.run("systemctl", "reload", UNIT, timeout=120)
     before = container.show("MainPID")["MainPID"], container.daemon_status()["jupyter_pid"]
-    version = container.run("dpkg-query", "--show", "--showformat=${Version}", "jupyter-remote").stdout
-    container.run("dpkg", "--install", f"/mnt/dist/{package.name}", timeout=300)
+
+    # As unattended upgrades run it: no terminal, nothing on stdin to answer a question.
+    upgrade = container.run("apt-get", "install", "--yes", "--no-install-recommends",
+                            f"/mnt/dist/{next_release.name}", check=False, timeout=300)
+    said = upgrade.stdout + upgrade.stderr
+    assert upgrade.returncode == 0, said
+    assert "conffile" not in said and "Configuration file" not in said, said
+    assert settings.read_text() == edited
+    assert not list(settings.parent.glob("settings.toml.dpkg-*"))
+    # The new release's documentation reached the user all the same.
+    assert NEXT_RELEASE_LINES in container.path(f"/{REFERENCE}").read_text()
+
+    # Not restarted: Jupyter, hence its kernels, kept; a restart is pending, and says so.
     assert (container.show("MainPID")["MainPID"], container.daemon_status()["jupyter_pid"]) == before
-    assert container.path("/run/jupyter-remote/restart-pending").read_text().strip() == version
+    version = container.run("dpkg-query", "--show", "--showformat=${Version}",
+                            "jupyter-remote").stdout
+    assert version.endswith("+next")
+    assert container.daemon_status()["restart_pending"] == version
+    # `jupyter-remote status`, as the README prints it: any user may run it, no sudo.
+    status = container.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           "jupyter-remote", "status")
+    assert f"restart pending: upgraded to {version}" in status.stdout, status.stdout
     assert container.logs_in()
 
 
 def test_new_port_and_reload_moves_the_server(container: Container) -> None:
-    _write_settings(container, lambda text: re.sub(r"(?m)^port = \d+$", f"port = {SECOND_PORT}", text))
+    # The shipped file sets no port: a user adds the line.
+    _write_settings(container, lambda text: f"{text}\n[server]\nport = {SECOND_PORT}\n")
     container.run("systemctl", "reload", UNIT, timeout=120)
     container.port = SECOND_PORT
     wait_until(container.logs_in, 60, f"a login on port {SECOND_PORT}", interval=0.5)

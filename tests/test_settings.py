@@ -56,14 +56,23 @@ def test_an_empty_file_gives_the_contract_defaults(tmp_path, monkeypatch):
     assert (settings.state_dir, settings.runtime_dir) == (DEFAULT_STATE_DIR, DEFAULT_RUNTIME_DIR)
 
 
-def test_the_shipped_settings_file_is_valid_and_says_the_defaults(monkeypatch):
-    shipped = REPO / "etc" / "jupyter-remote" / "settings.toml"
-    loaded = load(shipped, euid=USER)
-    assert loaded == Settings.from_sections(SettingsModel().model_dump(), shipped)
-    # Every key of the model is present (and so documented) in the shipped file.
-    document = tomllib.loads(shipped.read_text())
+def test_the_settings_reference_is_valid_and_says_every_default(monkeypatch):
+    reference = REPO / "etc" / "jupyter-remote" / "settings.toml.reference"
+    loaded = load(reference, euid=USER)
+    assert loaded == Settings.from_sections(SettingsModel().model_dump(), reference)
+    # Every key of the model is present (and so documented) in the reference.
+    document = tomllib.loads(reference.read_text())
     for section, model in SettingsModel.model_fields.items():
         assert set(document[section]) == set(model.annotation.model_fields), section
+
+
+def test_the_shipped_conffile_sets_nothing_and_points_at_the_reference():
+    """dpkg asks before replacing a conffile the user edited: one that sets nothing needs no
+    change when a release adds keys, so upgrades never stop at that question."""
+    shipped = REPO / "etc" / "jupyter-remote" / "settings.toml"
+    assert tomllib.loads(shipped.read_text()) == {}
+    assert load(shipped, euid=USER) == Settings(source=shipped)
+    assert "/usr/share/doc/jupyter-remote/settings.toml.reference" in shipped.read_text()
 
 
 def test_the_typed_settings_match_the_schema_field_for_field():
