@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 DEBIAN_PACKAGES="python3 python3-venv util-linux"
 # The tests also build the .deb, boot it in a Debian container with systemd-nspawn, check the
 # fail2ban filter and drive a real browser.
-TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian"
+TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian chromium chromium-driver"
 LOCK=requirements.lock
 
 checkout_key() {
