@@ -1,5 +1,5 @@
-"""Idle stop on the host, end to end: real Jupyter, real kernels and terminals over websockets, a real
-detached process of the account; `action = "stop"` (the host is never powered off) and limits of a
+"""Idle stop on the host, end to end: real Jupyter, real kernels and terminals over websockets, a
+real detached process of the account; `action = "stop"` (the host is never powered off) and limits of a
 fraction of a minute. Each test lets one kind of activity run past the limit, checks the server is
 still up, then lets it end and sees the server stop, exit 0 and say why."""
 
@@ -45,7 +45,8 @@ def running(serving: Serving) -> bool:
     return serving.daemon.process.poll() is None
 
 
-def stopped_for_idleness(serving: Serving, timeout: float = 60, limit: float = LIMIT_MINUTES) -> None:
+def stopped_for_idleness(serving: Serving, timeout: float = 60,
+                         limit: float = LIMIT_MINUTES) -> None:
     """The daemon ends by itself, exit 0, and says why, in the log and in STATUS=."""
     wait_until(lambda: not running(serving), timeout, "the idle stop")
     assert serving.daemon.process.returncode == 0
