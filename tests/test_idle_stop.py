@@ -1,7 +1,8 @@
 """Idle stop on the host, end to end: real Jupyter, real kernels and terminals over websockets, a
-real detached process of the account; `action = "stop"` (the host is never powered off) and limits of a
-fraction of a minute. Each test lets one kind of activity run past the limit, checks the server is
-still up, then lets it end and sees the server stop, exit 0 and say why."""
+real detached process of the account, a real JupyterLab in chromium; `action = "stop"` (the host is
+never powered off) and limits of a fraction of a minute. Each test lets one kind of activity run
+past the limit, checks the server is still up, then lets it end and sees the server stop, exit 0
+and say why."""
 
 from __future__ import annotations
 
