@@ -14,9 +14,9 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 # python3-venv: venv and pip; util-linux: setpriv.
 DEBIAN_PACKAGES="python3 python3-venv util-linux"
 # The tests also build the .deb, boot it in a Debian container with systemd-nspawn, check the
-# fail2ban filter, list the machine's addresses (iproute2), drive a real browser and run pebble, a
-# local ACME certificate authority.
-TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian iproute2 pebble"
+# fail2ban filter, list the machine's addresses (iproute2), drive a real browser (chromium) and run
+# pebble, a local ACME certificate authority.
+TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian iproute2 pebble chromium chromium-driver"
 LOCK=requirements.lock
 
 checkout_key() {

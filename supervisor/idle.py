@@ -185,7 +185,7 @@ def gpu_busy() -> bool:
 
 @dataclass
 class Looks:
-    """Every source of activity, looked at once; the time of what was seen, on the daemon's clock."""
+    """Every source of activity, looked at once; what was seen goes on the activity clock."""
 
     activity_file: Path
     account_uid: int
@@ -212,7 +212,7 @@ class IdleWatch:
     """The daemon's idle stop: the activity clock, the looks, and whether the warning is out."""
 
     activity: ActivityClock
-    settings: Idle = Idle()
+    settings: Idle = field(default_factory=Idle)
     looks: Looks | None = None
     warned: bool = False
     due: float | None = None  # when the action is due, on the daemon's clock; None: idle stop off

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 
-import pytest
 from test_daemon_decisions import driven, stand_in  # noqa: F401  (fixtures)
 
 from supervisor import child, idle
@@ -18,7 +17,7 @@ from supervisor.settings import Idle
 from supervisor.states import State
 
 sys.path.insert(0, str(child.EXTENSION_PATH))
-from jupyter_remote_ext.activity import is_user_request  # noqa: E402
+from jupyter_remote_ext.activity import is_user_request
 
 HALF_MINUTE = Idle(stop_after_minutes=0.5, action="stop", warn_minutes=0.25)
 

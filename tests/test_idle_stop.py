@@ -1,7 +1,8 @@
-"""Idle stop on the host, end to end: real Jupyter, real kernels and terminals over websockets, a real
-detached process of the account; `action = "stop"` (the host is never powered off) and limits of a
-fraction of a minute. Each test lets one kind of activity run past the limit, checks the server is
-still up, then lets it end and sees the server stop, exit 0 and say why."""
+"""Idle stop on the host, end to end: real Jupyter, real kernels and terminals over websockets, a
+real detached process of the account, a real JupyterLab in chromium; `action = "stop"` (the host is
+never powered off) and limits of a fraction of a minute. Each test lets one kind of activity run
+past the limit, checks the server is still up, then lets it end and sees the server stop, exit 0
+and say why."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import websocket
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from conftest import Serving
-from support import JupyterClient, kill_all, wait_until
+from support import JupyterClient, cli, kill_all, wait_until
 
 import psutil
+import pytest
+
+from supervisor import idle
 
 LIMIT_MINUTES, WARN_MINUTES = 0.2, 0.1  # 12 s and 6 s
 ACTIVE_FOR = 20.0  # seconds an activity goes on: well past the limit
@@ -28,16 +36,23 @@ TAB_POLLING = ("/api/sessions", "/api/kernels", "/api/terminals", "/api/contents
                "/api/kernelspecs", "/api/me", "/lab/api/settings", "/jupyter-remote/idle")
 
 
+# An open login session is activity (an SSH user's work keeps the machine up): with one open on this
+# machine, no test here could see the server stop.
+pytestmark = pytest.mark.skipif(idle.login_sessions() > 0,
+                                reason="a login session is open on this machine: that is activity")
+
+
 def running(serving: Serving) -> bool:
     return serving.daemon.process.poll() is None
 
 
-def stopped_for_idleness(serving: Serving, timeout: float = 60) -> None:
+def stopped_for_idleness(serving: Serving, timeout: float = 60,
+                         limit: float = LIMIT_MINUTES) -> None:
     """The daemon ends by itself, exit 0, and says why, in the log and in STATUS=."""
     wait_until(lambda: not running(serving), timeout, "the idle stop")
     assert serving.daemon.process.returncode == 0
     log = serving.daemon.log()
-    assert f"nothing active for {LIMIT_MINUTES:g} minutes" in log, log[-3000:]
+    assert f"nothing active for {limit:g} minutes" in log, log[-3000:]
     assert 'stopping jupyter-remote, as [idle] action = "stop" says' in log
     assert any(line.startswith("STATUS=Stopping: nothing active")
                for line in serving.daemon.notify.lines())
@@ -80,6 +95,10 @@ def test_an_idle_server_is_warned_then_stops_and_probes_and_an_open_tab_do_not_k
     due = datetime.fromisoformat(status["idle_action_at"])
     assert abs((due - datetime.fromisoformat(notice["due"])).total_seconds()) <= 2
     assert any("idle: stop at" in line for line in serving.daemon.notify.lines())
+    shown = cli("status", "--settings", str(serving.settings)).stdout
+    assert "s with nothing active; idle action due at" in shown
+    checked = cli("check", "--settings", str(serving.settings)).stdout
+    assert f"idle stop:   stop jupyter-remote after {LIMIT_MINUTES:g} minutes" in checked
     while running(serving):  # the tab goes on polling until the server is gone
         try:
             poll_like_an_open_tab(client)
@@ -150,3 +169,33 @@ def test_typing_in_a_terminal_keeps_it_up(serve):
 
         stays_up_while(serving, type_now_and_then)
         stopped_for_idleness(serving)
+
+
+@contextmanager
+def chromium() -> Iterator[webdriver.Chrome]:
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    # Loopback only, no proxy; the test's own self-signed server.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--ignore-certificate-errors", "--no-proxy-server", "--window-size=1280,900"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield browser
+    finally:
+        browser.quit()  # ends chromedriver and the browser it started
+
+
+def test_an_open_jupyterlab_shows_the_warning_and_its_polling_does_not_keep_the_server_up(serve):
+    limit = 0.3  # 18 s, warned 15 s before: 3 s after the login and the page load
+    serving = serve(idle={"stop_after_minutes": limit, "action": "stop", "warn_minutes": 0.25})
+    with chromium() as browser:
+        browser.get(f"{serving.base}/login?next=%2Flab")
+        browser.find_element(By.NAME, "password").send_keys(serving.password)
+        browser.find_element(By.ID, "login_submit").click()
+        wait_until(lambda: "Any activity keeps it up" in browser.page_source, 60,
+                   "the warning in JupyterLab's notification area", interval=0.5)
+        toasts = browser.find_elements(By.CSS_SELECTOR, ".Toastify__toast")
+        assert any("Any activity keeps it up" in toast.text for toast in toasts)
+        # The tab stays open, untouched, polling as JupyterLab does: the server stops all the same.
+        stopped_for_idleness(serving, limit=limit)

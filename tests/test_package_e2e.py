@@ -461,3 +461,20 @@ def test_purge_removes_configuration_and_certificates_but_keeps_notebooks_and_ac
         assert not container.path(gone).exists(), gone
     assert container.path(f"{NOTEBOOKS}/kept.ipynb").exists()
     assert container.run("getent", "passwd", ACCOUNT).stdout.split(":")[5] == HOME
+
+
+def test_idle_poweroff_powers_the_container_off(container: Container, package: Path) -> None:
+    """Last: it ends the container. The unit's sandbox lets the daemon ask systemd to power off."""
+    container.run("apt-get", "install", "--yes", "--no-install-recommends", f"/mnt/dist/{package.name}",
+                  timeout=300)  # again, after the purge above
+    _write_settings(container, lambda text: re.sub(
+        r"(?ms)^\[idle\].*?(?=^\[)", '[idle]\nstop_after_minutes = 0.2\naction = "poweroff"\n'
+        "warn_minutes = 0.1\n\n", text))
+    container.run("systemctl", "reload", UNIT, timeout=120)  # [idle] applies without a restart
+    assert "poweroff" in container.run("jupyter-remote", "check").stdout
+    wait_until(lambda: "unless something is active" in _journal(container), 60, "the idle warning")
+    try:
+        container.nspawn.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the container did not power off:\n{container.boot_log()}") from None
+    assert container.nspawn.returncode == 0, container.boot_log()

@@ -10,7 +10,8 @@ User activity:
   untouched tab does not move);
 - input to a terminal (its "stdin" messages; not its output, not a resize);
 - a successful login; a page a logged-in user loads (/lab, /tree, /notebooks/..., /files/...);
-  any change a logged-in user makes (a request other than GET: save, rename, upload, start a kernel).
+  any change a logged-in user makes (a request other than GET: save, rename, upload, start a
+  kernel).
 Not activity: GET requests to the REST APIs, which is all an open but untouched JupyterLab does by
 itself (/api/sessions, /api/kernels, /api/terminals, /api/contents, /api/kernelspecs, /api/me,
 /lab/api/..., /lsp/status), its workspace autosave, static files, the daemon's health probe
@@ -103,7 +104,8 @@ class ActivityTracker:
             latest = self.latest()
             if latest > self.written:
                 if not os.path.exists(self.activity_file):
-                    os.close(os.open(self.activity_file, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+                    flags = os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW
+                    os.close(os.open(self.activity_file, flags, 0o644))
                 os.utime(self.activity_file, (latest, latest), follow_symlinks=False)
                 self.written = latest
         except FileNotFoundError:
@@ -129,7 +131,7 @@ class ActivityTracker:
 
 
 class NoticeHandler(APIHandler):
-    """The idle warning as the daemon wrote it, for the front-end's poll (not counted as activity)."""
+    """The idle warning the daemon wrote, for the front-end's poll (not counted as activity)."""
 
     def initialize(self, notice_file: str) -> None:
         self.notice_file = notice_file
