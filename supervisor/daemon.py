@@ -20,7 +20,7 @@ import time
 from datetime import datetime, UTC
 from pathlib import Path
 
-from supervisor import child, health, idle, loading, passwords, status
+from supervisor import child, health, idle, loading, login_events, passwords, status
 from supervisor.errors import JupyterRemoteError, SettingsError, describe
 from supervisor.health import Answer, HealthTracker, ProbeRunner, Target, Verdict, local_address
 from supervisor.kernel_env import PackageJob
@@ -67,6 +67,7 @@ class Daemon:
         self.restart_pending: str | None = None
         self.exit_code = 0
         self.challenge_socket: socket.socket | None = None  # acme mode's HTTP-01 listener
+        self.login_events: socket.socket | None = None  # Jupyter reports login attempts here
         self.identity = status.own_identity()
         self.idle = idle.IdleWatch(idle.ActivityClock(clock()))
 
@@ -92,11 +93,16 @@ class Daemon:
         return self.exit_code
 
     def _turn(self) -> None:
-        check = self.certificates.check
-        readable = self.signals.wait(self.timers.next_timeout(), [check.fd] if check else [])
+        check, events = self.certificates.check, self.login_events
+        watched = [check.fd] if check else []
+        if events is not None:
+            watched.append(events.fileno())
+        readable = self.signals.wait(self.timers.next_timeout(), watched)
         self._reap()
         if check is not None and check.fd in readable:
             self.certificates.read()
+        if events is not None and events.fileno() in readable:
+            self._log_logins(events)
         while (number := self.signals.take()) is not None:
             self._on_signal(number)
         self._read_probe()
@@ -131,6 +137,11 @@ class Daemon:
         return self.challenge_socket.fileno() if self.challenge_socket else None
 
     def _adopt(self, settings: Settings, prepared: Prepared) -> None:
+        path = prepared.layout.events_socket
+        if self.login_events is None or self.login_events.getsockname() != str(path):
+            if self.login_events is not None:
+                self.login_events.close()
+            self.login_events = login_events.open_socket(path, prepared.layout.account.gid)
         self.settings, self.prepared = settings, prepared
         self.certificates.watch(settings, prepared.layout.account, prepared.certificate)
         self.packages.start(prepared.layout, prepared.kernel_env)  # Jupyter starts meanwhile
@@ -300,6 +311,13 @@ class Daemon:
             self._replace_jupyter(f"stopped answering ({health.describe(answer)})")
         elif verdict is not Verdict.HEALTHY:
             log.warning("health probe: %s; Jupyter is %s", health.describe(answer), verdict.value)
+
+    def _log_logins(self, events: socket.socket) -> None:
+        """The login lines fail2ban acts on: written by the daemon alone, for attempts Jupyter's
+        own process reported (a notebook printing such a line only reaches the log prefixed)."""
+        jupyter_pid = self.jupyter.pid if self.jupyter else -1
+        for event in login_events.receive(events, jupyter_pid):
+            log.log(event.level, "%s", login_events.log_line(event))
 
     def _watchdog(self) -> None:
         self.notifier.watchdog()

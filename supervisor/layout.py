@@ -44,6 +44,11 @@ class Layout:
         return self.config_dir / "jupyter_server_config.json"
 
     @property
+    def events_socket(self) -> Path:
+        """Where the extension reports login attempts; the daemon logs them (login_events)."""
+        return self.config_dir / "events.sock"
+
+    @property
     def live_file(self) -> Path:
         return self.config_dir / "live.json"
 

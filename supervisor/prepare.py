@@ -54,6 +54,7 @@ def jupyter_inputs(layout: Layout, hashed: str, acme_http_fd: int | None = None)
         certfile=layout.store.certfile if tls else None,
         keyfile=layout.store.keyfile if tls else None,
         acme_http_fd=acme_http_fd,
+        events_socket=layout.events_socket,
     )
 
 
