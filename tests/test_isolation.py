@@ -201,3 +201,23 @@ def test_root_refuses_paths_the_account_could_replace(make_settings, folder, acc
     settings = make_settings(paths={"state_dir": str(theirs / "state"),
                                     "runtime_dir": str(folder / "run")})
     assert cli("check", "--settings", str(settings)).returncode == 0
+
+
+def test_a_notebook_cannot_report_a_login_failure_to_the_daemon(serving):
+    """The events socket is reachable by the account, but the daemon keeps only what Jupyter's own
+    process sends: a kernel's forged events leave no login line, so fail2ban bans nobody."""
+    client = serving.logged_in_client()
+    kernel = client.kernel(client.start_kernel())
+    sock_path = serving.folder / "run" / "jupyter" / "events.sock"
+    forged = '{"event": "login", "outcome": "failed", "address": "192.0.2.88"}'
+    sent = kernel.execute(
+        "import socket\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        f"for _ in range(25):\n    s.sendto({forged!r}.encode(), {str(sock_path)!r})\n"
+        "print('sent')")
+    kernel.close()
+    assert sent.strip() == "sent"  # the socket is reachable: the pid check is what stops it
+    assert client.login("a wrong password").status_code == 401  # a real one, for comparison
+    wait_until(lambda: "login failed from 127.0.0.1" in serving.daemon.log(), 20,
+               "the real failure logged")
+    assert "192.0.2.88" not in serving.daemon.log()
