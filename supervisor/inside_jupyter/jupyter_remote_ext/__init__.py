@@ -6,6 +6,7 @@
   limit and idle-kernel culling, changed without a restart from a file the daemon writes (Jupyter
   has no SIGHUP handler: a HUP would kill it).
 - login.py: logins limited per client address, checked off the event loop, one log line each.
+- static.py: JupyterLab's static files gzip-compressed once, for browsers that offer gzip.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -13,6 +14,7 @@ Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
 
 import os
 
+from . import static
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
 
@@ -29,3 +31,5 @@ def _load_jupyter_server_extension(serverapp):
     watcher = LiveWatcher(serverapp)
     # The HTTP server does not exist yet while extensions load: start once the loop runs.
     serverapp.io_loop.add_callback(watcher.start)
+    # JupyterLab adds its static routes after this extension loads (alphabetical order).
+    serverapp.io_loop.add_callback(static.start, serverapp)
