@@ -114,16 +114,26 @@ def first_answer(port: int, context: ssl.SSLContext, until: float, interval: flo
 
 
 class FirstAnswerWatch:
-    """first_answer() on a thread, started together with a server."""
+    """first_answer() on a thread, started together with a server. With `pid_of`, also the CPU
+    seconds Jupyter (that pid) had used when it first answered: a figure the machine's other load
+    blurs much less than wall time."""
 
-    def __init__(self, port: int, context: ssl.SSLContext, timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, port: int, context: ssl.SSLContext, timeout: float = START_TIMEOUT,
+                 pid_of: Callable[[], int] | None = None) -> None:
         self.at: float | None = None
+        self.cpu_seconds = math.nan
+        self._pid_of = pid_of
         until = time.monotonic() + timeout
         self._thread = threading.Thread(target=self._run, args=(port, context, until), daemon=True)
         self._thread.start()
 
     def _run(self, port: int, context: ssl.SSLContext, until: float) -> None:
         self.at = first_answer(port, context, until)
+        if self.at is not None and self._pid_of:
+            try:
+                self.cpu_seconds = proc_sample(self._pid_of()).cpu_seconds
+            except (OSError, ValueError, KeyError):
+                pass
 
     def wait(self) -> float:
         self._thread.join(START_TIMEOUT + 5)

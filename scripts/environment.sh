@@ -14,8 +14,9 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 # python3-venv: venv and pip; util-linux: setpriv.
 DEBIAN_PACKAGES="python3 python3-venv util-linux"
 # The tests also build the .deb, boot it in a Debian container with systemd-nspawn, check the
-# fail2ban filter and drive a real browser.
-TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian"
+# fail2ban filter and drive a real browser (the benchmarks: chromium over a link made with iproute2).
+TEST_PACKAGES="systemd-container debootstrap dpkg-dev debhelper fakeroot build-essential fail2ban lintian
+    chromium chromium-driver iproute2"
 LOCK=requirements.lock
 
 checkout_key() {
