@@ -81,13 +81,14 @@ class Reply:
     fingerprint: str = ""
 
 
-def fresh_request(port: int, context: ssl.SSLContext, timeout: float = 5.0, path: str = "/api") -> Reply:
+def fresh_request(port: int, context: ssl.SSLContext, timeout: float = 5.0, path: str = "/api",
+                  host: str = "127.0.0.1") -> Reply:
     """TCP connect + TLS handshake + GET, on a new connection every time (no session resumption)."""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
     began = time.perf_counter()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
             fingerprint = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
             tls.sendall(request)
             data = b""
@@ -102,26 +103,37 @@ def fresh_request(port: int, context: ssl.SSLContext, timeout: float = 5.0, path
         return Reply(False, time.perf_counter() - began, type(error).__name__)
 
 
-def first_answer(port: int, context: ssl.SSLContext, until: float, interval: float = 0.005) -> float | None:
+def first_answer(port: int, context: ssl.SSLContext, until: float, interval: float = 0.005,
+                 host: str = "127.0.0.1") -> float | None:
     """Polls /api every `interval` s; the monotonic time of the first 200, or None by `until`."""
     while time.monotonic() < until:
-        if fresh_request(port, context, timeout=2.0).ok:
+        if fresh_request(port, context, timeout=2.0, host=host).ok:
             return time.monotonic()
         time.sleep(interval)
     return None
 
 
 class FirstAnswerWatch:
-    """first_answer() on a thread, started together with a server."""
+    """first_answer() on a thread, started together with a server. With `pid_of`, also the CPU
+    seconds Jupyter (that pid) had used when it first answered: a figure the machine's other load
+    blurs much less than wall time."""
 
-    def __init__(self, port: int, context: ssl.SSLContext, timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, port: int, context: ssl.SSLContext, timeout: float = START_TIMEOUT,
+                 pid_of: Callable[[], int] | None = None) -> None:
         self.at: float | None = None
+        self.cpu_seconds = math.nan
+        self._pid_of = pid_of
         until = time.monotonic() + timeout
         self._thread = threading.Thread(target=self._run, args=(port, context, until), daemon=True)
         self._thread.start()
 
     def _run(self, port: int, context: ssl.SSLContext, until: float) -> None:
         self.at = first_answer(port, context, until)
+        if self.at is not None and self._pid_of:
+            try:
+                self.cpu_seconds = proc_sample(self._pid_of()).cpu_seconds
+            except (OSError, ValueError, KeyError):
+                pass
 
     def wait(self) -> float:
         self._thread.join(START_TIMEOUT + 5)
@@ -323,8 +335,9 @@ class BareJupyter(_Supervised):
     """`jupyter lab` as a user would run it by hand: a hand-written config with the same TLS files
     (a copy of the daemon's live pair), the same password hash, as the same unprivileged account."""
 
-    def __init__(self, lab: Lab, name: str = "bare") -> None:
+    def __init__(self, lab: Lab, name: str = "bare", ip: str = "127.0.0.1") -> None:
         self.lab = lab
+        self.ip = ip
         self.port = free_port()
         self.home = lab.folder / name
         self.config_dir = self.home / "config"
@@ -352,7 +365,7 @@ class BareJupyter(_Supervised):
                           (self.lab.live_tls / "privkey.pem").read_bytes())
         config = {
             "ServerApp": {
-                "ip": "127.0.0.1", "port": self.port, "port_retries": 0, "open_browser": False,
+                "ip": self.ip, "port": self.port, "port_retries": 0, "open_browser": False,
                 "root_dir": str(self.lab.root_dir), "certfile": str(self.certfile), "keyfile": str(self.keyfile),
             },
             "IdentityProvider": {"token": ""},
@@ -444,8 +457,9 @@ stdout_logfile={folder}/jupyter.log
 
 
 
-def wait_serving(port: int, context: ssl.SSLContext, timeout: float = START_TIMEOUT) -> float:
-    at = first_answer(port, context, time.monotonic() + timeout, interval=0.05)
+def wait_serving(port: int, context: ssl.SSLContext, timeout: float = START_TIMEOUT,
+                 host: str = "127.0.0.1") -> float:
+    at = first_answer(port, context, time.monotonic() + timeout, interval=0.05, host=host)
     if at is None:
         raise RuntimeError(f"nothing answers /api on port {port}")
     return at

@@ -1,7 +1,7 @@
 """Runs every benchmark of jupyter-remote against its peer and writes bench/RESULTS.md.
 
-    python bench/run.py            # the full run (about 10 minutes on 2 cores)
-    python bench/run.py --quick    # fewer rounds, for a look (about 4 minutes)
+    python bench/run.py            # the full run (about 15 minutes on 2 cores)
+    python bench/run.py --quick    # fewer rounds, for a look (about 6 minutes)
 
 Run it with the Python of the environment under test (`scripts/bench` does): its `jupyter` and
 `jupyter-remote` are the ones measured. As root, Jupyter runs as a throwaway unprivileged account.
@@ -24,15 +24,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 TOOLS = Path(os.environ.get("JR_BENCH_TOOLS", "/var/tmp/jr-bench-tools"))
-BENCHMARKS = ("start", "tls", "renewal", "footprint", "recovery", "profile")
+BENCHMARKS = ("start", "tls", "renewal", "footprint", "recovery", "profile", "browser", "kernels")
 
 
 def plan(quick: bool) -> dict[str, object]:
     if quick:
         return {"start_rounds": 2, "connections": 300, "renewals": 10, "restarts": 2, "interval": 1.0,
-                "kernels": (0, 5, 20), "window": 10.0, "recovery_rounds": 1}
+                "kernels": (0, 5, 20), "window": 10.0, "recovery_rounds": 1, "browser_rounds": 1,
+                "kernel_rounds": 5}
     return {"start_rounds": 5, "connections": 1000, "renewals": 100, "restarts": 4, "interval": 1.0,
-            "kernels": (0, 5, 20), "window": 30.0, "recovery_rounds": 2}
+            "kernels": (0, 5, 20), "window": 30.0, "recovery_rounds": 2, "browser_rounds": 3,
+            "kernel_rounds": 15}
 
 
 def ensure_tools() -> Path:
@@ -63,7 +65,9 @@ def main() -> int:
     # A packaged install runs from compiled bytecode; let the daemon compile ours once, as pip did.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
+    import browser
     import footprint
+    import kernels
     import profile_daemon
     import recovery
     import renewal
@@ -95,6 +99,8 @@ def main() -> int:
             "footprint": lambda: footprint.run(lab, settings["kernels"], settings["window"]),
             "recovery": lambda: recovery.run(lab, settings["recovery_rounds"]),
             "profile": lambda: profile_daemon.run(lab, tools),
+            "browser": lambda: browser.run(lab, settings["browser_rounds"]),
+            "kernels": lambda: kernels.run(lab, settings["kernel_rounds"]),
         }
         for name in selected:
             print(f"bench: {name}", flush=True)

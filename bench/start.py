@@ -26,18 +26,20 @@ def run(lab: Lab, rounds: int) -> dict[str, Any]:
         daemon = Daemon(lab, settings)
         wall = time.time()
         daemon.start()
-        watch = FirstAnswerWatch(daemon.port, context)
+        watch = FirstAnswerWatch(daemon.port, context, pid_of=daemon.jupyter_pid)
         try:
             ready = daemon.ready()
             first = watch.wait()
             row.update(daemon_ready=ready - daemon.started, daemon_first=first - daemon.started,
-                       gap=ready - first, spawn_delay=_spawn_delay(daemon.log(), wall))
+                       gap=ready - first, spawn_delay=_spawn_delay(daemon.log(), wall),
+                       daemon_jupyter_cpu=watch.cpu_seconds)
         finally:
             daemon.stop()
         bare.start()
-        watch = FirstAnswerWatch(bare.port, context)
+        watch = FirstAnswerWatch(bare.port, context, pid_of=lambda: bare.pid)
         try:
             row["bare_first"] = watch.wait() - bare.started
+            row["bare_jupyter_cpu"] = watch.cpu_seconds
         finally:
             bare.stop()
         if index:

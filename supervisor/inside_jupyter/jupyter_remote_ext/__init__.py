@@ -11,6 +11,7 @@
 - activity.py: a user's activity, for the daemon's idle stop, and its warning, for JupyterLab.
 - acme_answer.py: acme mode: answers the CA's TLS-ALPN-01 challenges in the live TLS context and
   HTTP-01 challenges on a socket the daemon binds and passes down.
+- static.py: JupyterLab's static files gzip-compressed once, for browsers that offer gzip.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -21,6 +22,7 @@ import os
 from .activity import ActivityTracker
 from .guard import SETTINGS_KEY, ConnectionGuard
 from .acme_answer import AcmeAnswers, AcmeChallenges
+from . import static
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
 
@@ -49,6 +51,8 @@ def _load_jupyter_server_extension(serverapp):
         tracker = ActivityTracker(serverapp, idle["activity_file"], idle["notice_file"])
         tracker.install()
         serverapp.io_loop.add_callback(tracker.start)
+    # JupyterLab adds its static routes after this extension loads (alphabetical order).
+    serverapp.io_loop.add_callback(static.start, serverapp)
     # No jpserver-...-open.html: a file on a remote server opens nothing. The trait is not
     # configurable, so it is set here, before the server starts.
     serverapp.no_browser_open_file = True
