@@ -363,7 +363,7 @@ class Daemon:
                     self._watchdog()
                 time.sleep(0.05)
             if self.jupyter is not None:
-                log.warning("Jupyter did not stop within stop_timeout; killing it and all it started")
+                log.warning("Jupyter did not stop within stop_timeout; killing all it started")
         child.kill_everything(spare=spare)
         self.jupyter = None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644,
                  owner: tuple[int, int] | None = None) -> None:
-    """Replace `path` with `data` in one rename; mode and owner are set before any byte is written."""
+    """Replace `path` with `data` in one rename; mode and owner set before any byte is written."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)

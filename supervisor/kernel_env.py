@@ -127,8 +127,8 @@ class PackageJob:
         env = child.account_environment(layout.account)
         env.update({k: os.environ[k] for k in PIP_VARIABLES if k in os.environ})
         try:
-            self.process = child.start(command(layout, environment, layout.settings.kernel.packages),
-                                       env, "pip")
+            packages = layout.settings.kernel.packages
+            self.process = child.start(command(layout, environment, packages), env, "pip")
         except OSError as error:
             log.error("cannot set up the notebooks' Python: %s", error)
 

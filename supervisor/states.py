@@ -4,7 +4,7 @@
     STARTING --exits / start_timeout--> BACKOFF --delay over--> STARTING
     RUNNING --exits / hung--> BACKOFF
     STOPPED, BACKOFF --port busy--> BACKOFF
-    STARTING, RUNNING, BACKOFF --stop, [server] reload--> STOPPING --> STOPPED or STARTING or BACKOFF
+    STARTING, RUNNING, BACKOFF --stop, reload--> STOPPING --> STOPPED or STARTING or BACKOFF
     STOPPED, BACKOFF, STOPPING --cannot run Jupyter at all--> FATAL --> STOPPED
 """
 

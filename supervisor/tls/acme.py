@@ -30,7 +30,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -310,7 +310,7 @@ def tls_alpn_certificate(identifier: str, key_authorization: str) -> bytes:
         if _is_ip(identifier)
         else x509.DNSName(identifier)
     )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACME challenge")])
     certificate = (
         x509.CertificateBuilder()
@@ -407,7 +407,8 @@ def ensure(
         reason = renewal_reason(start, end, now, window) or ""
     if not reason and current is not None:
         due = renewal_due_at(current.not_valid_before_utc, current.not_valid_after_utc, window)
-        return lifecycle.outcome(settings, store, now, next_attempt_after=max((due - now).total_seconds(), 0))
+        wait = max((due - now).total_seconds(), 0)
+        return lifecycle.outcome(settings, store, now, next_attempt_after=wait)
     if not jupyter_answers:
         # Challenges are answered by the extension inside Jupyter: order once it serves.
         return lifecycle.outcome(settings, store, now, next_attempt_after=0.0)
@@ -418,7 +419,8 @@ def ensure(
             return lifecycle.outcome(settings, store, now, error=state.error, retry_blocked=True)
         wait = (datetime.fromisoformat(state.next_attempt) - now).total_seconds()
         if wait > 0:
-            return lifecycle.outcome(settings, store, now, error=state.error, next_attempt_after=wait)
+            return lifecycle.outcome(settings, store, now, error=state.error,
+                                     next_attempt_after=wait)
 
     log.info(
         "ordering a certificate from %s for %s (%s)",
@@ -437,7 +439,8 @@ def ensure(
             else None
         )
         return lifecycle.outcome(
-            settings, store, now, error=state.error, next_attempt_after=wait, retry_blocked=state.blocked
+            settings, store, now, error=state.error, next_attempt_after=wait,
+            retry_blocked=state.blocked,
         )
     due = renewal_due_at(
         issued.leaf.not_valid_before_utc, issued.leaf.not_valid_after_utc, issued.window
@@ -559,7 +562,7 @@ def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
     except messages.Error as error:
         if error.code == "rateLimited":
             error = _RateLimited(
-                error, retry_after_seconds(net.last_retry_after, datetime.now(timezone.utc))
+                error, retry_after_seconds(net.last_retry_after, datetime.now(dt.UTC))
             )
         raise describe_problem(error, ", ".join([*names.dns, *names.ips]), where) from None
     except errors.TimeoutError:
@@ -775,5 +778,5 @@ def fetch_renewal_window(
         return None, url
     window = info.suggested_window
     return RenewalWindow(
-        window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+        window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC)
     ), url

@@ -49,7 +49,8 @@ def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
         f"certificate: {store.certfile} (version {store.live_version().name}, {settings.tls.mode})",  # type: ignore[union-attr]
         f"subject:     {certificate.subject.rfc4514_string()}",
         f"names:       {', '.join([*names.dns, *names.ips])}",
-        f"not after:   {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({left.days} days left)",
+        f"not after:   {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC "
+        f"({left.days} days left)",
         f"sha256:      {fingerprint(certificate)}",
     ]
     if settings.tls.mode == "files":
@@ -67,7 +68,8 @@ def describe(settings: Settings, account: Account, now: datetime) -> list[str]:
             lines.append(f"CA:          {store.ca_certificate} is damaged: `{renew}` replaces it")
         else:
             lines += [
-                f"CA:          {ca.subject.rfc4514_string()} (until {ca.not_valid_after_utc:%Y-%m-%d})",
+                f"CA:          {ca.subject.rfc4514_string()} "
+                f"(until {ca.not_valid_after_utc:%Y-%m-%d})",
                 f"CA sha256:   {fingerprint(ca)}",
                 f"trust the CA once: {hints.command(settings.source, 'cert', 'ca')} "
                 "> jupyter-remote-ca.pem, then import that file",
