@@ -407,8 +407,8 @@ def ensure(
         reason = renewal_reason(start, end, now, window) or ""
     if not reason and current is not None:
         due = renewal_due_at(current.not_valid_before_utc, current.not_valid_after_utc, window)
-        wait = max((due - now).total_seconds(), 0)
-        return lifecycle.outcome(settings, store, now, next_attempt_after=wait)
+        return lifecycle.outcome(settings, store, now,
+                                 next_attempt_after=max((due - now).total_seconds(), 0))
     if not jupyter_answers:
         # Challenges are answered by the extension inside Jupyter: order once it serves.
         return lifecycle.outcome(settings, store, now, next_attempt_after=0.0)
@@ -433,13 +433,13 @@ def ensure(
     except AcmeFailure as failure:
         state = record_failure(store, failure, fingerprint, now, draw)
         log.warning("ACME: %s", state.error)
-        wait = (
+        next_attempt = (
             (datetime.fromisoformat(state.next_attempt) - now).total_seconds()
             if state.next_attempt
             else None
         )
         return lifecycle.outcome(
-            settings, store, now, error=state.error, next_attempt_after=wait,
+            settings, store, now, error=state.error, next_attempt_after=next_attempt,
             retry_blocked=state.blocked,
         )
     due = renewal_due_at(
@@ -560,11 +560,13 @@ def order(settings: Settings, store: CertificateStore, names: Names) -> Issued:
         problem = next((c.error for c in authzr.body.challenges if c.error is not None), None)
         raise describe_problem(problem, authzr.body.identifier.value, where) from None
     except messages.Error as error:
+        limited = None
         if error.code == "rateLimited":
-            error = _RateLimited(
+            limited = _RateLimited(
                 error, retry_after_seconds(net.last_retry_after, datetime.now(dt.UTC))
             )
-        raise describe_problem(error, ", ".join([*names.dns, *names.ips]), where) from None
+        identifiers = ", ".join([*names.dns, *names.ips])
+        raise describe_problem(limited or error, identifiers, where) from None
     except errors.TimeoutError:
         raise AcmeFailure(
             "server", f"the CA did not finish the order within {ORDER_TIMEOUT:.0f} s"
@@ -619,7 +621,7 @@ def _network(settings: Settings, account_key: Any, deadline: float) -> Any:
     net = Network(
         key=account_key,
         alg=jose.ES256,
-        verify_ssl=_trust(settings),
+        verify_ssl=_trust(settings),  # type: ignore[arg-type]  # requests' verify: a bundle too
         user_agent=f"jupyter-remote/{__version__}",
     )
     # A service's environment is not an operator's shell: no proxy or CA bundle from variables.

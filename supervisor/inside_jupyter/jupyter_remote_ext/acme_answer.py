@@ -79,6 +79,7 @@ class AcmeAnswers:
 
     def _on_message(self, connection, direction, _version, content_type, message_type, data):
         if direction == "read" and content_type == HANDSHAKE and message_type == CLIENT_HELLO:
+            assert self.offers is not None  # this callback is set together with them
             try:
                 if ACME_TLS_1.encode() in offered_protocols(data):
                     self.offers[connection] = True
