@@ -27,7 +27,7 @@ BATCH, PACE_SECONDS = 50, 0.05
 
 @contextmanager
 def file_limit(soft: int) -> Iterator[None]:
-    """This process's soft RLIMIT_NOFILE (processes it starts meanwhile inherit it), restored after."""
+    """This process's soft RLIMIT_NOFILE (its children started meanwhile inherit it), restored."""
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, before[1]), before[1]))
     try:
@@ -95,18 +95,21 @@ def test_4200_idle_connections_from_two_addresses_leave_a_third_served(serve):
             for sock in held:
                 sock.close()
 
-    print(f"\n{CONNECTIONS} idle connections held {HOLD_SECONDS} s: {len(samples)} rounds of GET /api + "
-          f"kernel 1+1 from 127.0.0.1, slowest {max(samples):.2f} s")
+    print(f"\n{CONNECTIONS} idle connections held {HOLD_SECONDS} s: {len(samples)} rounds of "
+          f"GET /api + kernel 1+1 from 127.0.0.1, slowest {max(samples):.2f} s")
     assert samples and max(samples) < BOUND, samples
     assert "Too many open files" not in server.daemon.log()
     # The refusals are summed up, never one line each.
     wait_until(lambda: "jupyter-remote: connections in the last" in server.daemon.log(), 20,
                "the refusals summary")
     log = server.daemon.log()
-    summaries = [line for line in log.splitlines() if "jupyter-remote: connections in the last" in line]
-    print(f"log grew {server.daemon.log_path.stat().st_size - log_before} bytes; summaries: {summaries[:2]}")
+    summaries = [line for line in log.splitlines()
+                 if "jupyter-remote: connections in the last" in line]
+    grew = server.daemon.log_path.stat().st_size - log_before
+    print(f"log grew {grew} bytes; summaries: {summaries[:2]}")
     assert "over the per-address limit" in log and "127.0.0.2" in log and "127.0.0.3" in log
-    wait_until(lambda: "closed without a TLS handshake" in server.daemon.log(), 20, "the handshake timeout")
+    wait_until(lambda: "closed without a TLS handshake" in server.daemon.log(), 20,
+               "the handshake timeout")
     assert len(summaries) <= HOLD_SECONDS // 10 + 2
     assert server.daemon.log_path.stat().st_size - log_before < LOG_GROWTH
     status = server.daemon.status()

@@ -70,3 +70,14 @@ def test_no_deprecated_password_or_token_settings(jupyter, folder):
     config_text = (folder / "run" / "jupyter" / "jupyter_server_config.json").read_text()
     assert '"password"' not in config_text.replace('"hashed_password"', "")
     assert "NotebookApp" not in config_text
+
+
+def test_the_extension_is_told_where_to_report_logins(tmp_path):
+    from supervisor.render import JupyterInputs, render
+    from supervisor.schema import validate
+
+    settings = validate({}, tmp_path / "settings.toml", euid=1000)
+    inputs = JupyterInputs(home=tmp_path, hashed_password="", live_file=tmp_path / "live.json",
+                           events_socket=tmp_path / "jupyter" / "events.sock")
+    provider = render(settings, inputs)["RemoteIdentityProvider"]
+    assert provider["events_socket"] == str(tmp_path / "jupyter" / "events.sock")

@@ -37,6 +37,7 @@ def _load_jupyter_server_extension(serverapp):
 
 
 def _guard_connections(serverapp):
-    guard = ConnectionGuard(serverapp.http_server, serverapp.log, per_address=bool(serverapp.certfile))
+    guard = ConnectionGuard(serverapp.http_server, serverapp.log,
+                            per_address=bool(serverapp.certfile))
     guard.install()
     serverapp.web_app.settings[SETTINGS_KEY] = guard
