@@ -31,9 +31,9 @@ def settings_warnings(settings: Settings) -> list[str]:
     warnings = []
     if trusts_xheaders(settings.server.extra_args) and not is_loopback(settings.server.ip):
         warnings.append(
-            f"warning: {settings.source}: [server] extra_args: trust_xheaders is on while [server] ip "
-            f"is {settings.server.ip}, not loopback: any client can choose the address Jupyter logs "
-            "(and fail2ban bans) with an X-Real-IP header; trust it only behind a proxy on this "
-            "machine that overwrites X-Real-IP and X-Forwarded-For"
+            f"warning: {settings.source}: [server] extra_args: trust_xheaders is on while "
+            f"[server] ip is {settings.server.ip}, not loopback: any client can choose the address "
+            "Jupyter logs (and fail2ban bans) with an X-Real-IP header; trust it only behind a "
+            "proxy on this machine that overwrites X-Real-IP and X-Forwarded-For"
         )
     return warnings

@@ -44,7 +44,8 @@ class LoginEvent:
 
 def open_socket(path: Path, account_gid: int) -> socket.socket:
     """Bind the events socket at `path` (in a folder of root's), writable by the account's group."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    kind = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    sock = socket.socket(socket.AF_UNIX, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         path.unlink(missing_ok=True)  # a socket left by an earlier run
@@ -68,7 +69,8 @@ def receive(sock: socket.socket, jupyter_pid: int) -> list[LoginEvent]:
             break
         sender = _sender_pid(ancillary)
         if sender != jupyter_pid:
-            logger.debug("login event dropped: sent by pid %s, not Jupyter (%s)", sender, jupyter_pid)
+            logger.debug("login event dropped: sent by pid %s, not Jupyter (%s)",
+                         sender, jupyter_pid)
             continue
         event = None if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else parse(data)
         if event is None:
@@ -80,7 +82,8 @@ def receive(sock: socket.socket, jupyter_pid: int) -> list[LoginEvent]:
 
 def _sender_pid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
+        credentials = level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+        if credentials and len(data) >= _UCRED.size:
             return _UCRED.unpack_from(data)[0]
     return None
 

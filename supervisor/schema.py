@@ -386,7 +386,7 @@ _TYPE_MESSAGES = {
 
 
 def _describe(error: Any, document: dict[str, Any]) -> str:
-    """One pydantic error as `[section] key: message, got value` (the value only where it may show)."""
+    """One pydantic error as `[section] key: message, got value` (the value where it may show)."""
     location = error["loc"]
     section, key_path = _escape(str(location[0])), location[1:]
     where = f"[{section}]" + (" " + _key_path(key_path) if key_path else "")

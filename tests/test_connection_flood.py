@@ -1,4 +1,5 @@
 """Thousands of idle TCP connections, no password needed: the server keeps serving everyone else.
+Connections that never log in are closed once idle; logged-in ones stay open however idle.
 
 Under systemd's default file limit (soft 1024), 4,200 connections that never start a TLS handshake
 used to take every descriptor of Jupyter: each `GET /api` then timed out and Jupyter logged an
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import resource
 import socket
+import ssl
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -27,7 +29,7 @@ BATCH, PACE_SECONDS = 50, 0.05
 
 @contextmanager
 def file_limit(soft: int) -> Iterator[None]:
-    """This process's soft RLIMIT_NOFILE (processes it starts meanwhile inherit it), restored after."""
+    """This process's soft RLIMIT_NOFILE (its children started meanwhile inherit it), restored."""
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, before[1]), before[1]))
     try:
@@ -58,15 +60,30 @@ def open_idle(port: int, sources: tuple[str, ...], count: int) -> list[socket.so
     return sockets
 
 
+def closed_by_server(connection: ssl.SSLSocket) -> bool:
+    connection.settimeout(0.2)
+    try:
+        return connection.recv(1) == b""
+    except TimeoutError:
+        return False
+    except (ssl.SSLError, ConnectionError):
+        return True
+
+
 def test_4200_idle_connections_from_two_addresses_leave_a_third_served(serve):
     # Jupyter inherits systemd's default soft limit, as it would under the unit before LimitNOFILE=.
     with file_limit(1024):
         server = serve()
     user = server.logged_in_client()
     kernel_id = user.start_kernel()
-    first = user.kernel(kernel_id)
-    assert first.execute("print(1 + 1)").strip() == "2"
-    first.close()
+    # Held open and idle all along: a logged-in connection has no idle timeout.
+    kept = user.kernel(kernel_id)
+    assert kept.execute("print(1 + 1)").strip() == "2"
+    # A connection that finished its handshake and never asks anything: closed once idle.
+    silent = ssl.create_default_context(cafile=server.ca).wrap_socket(
+        socket.create_connection(("127.0.0.1", server.port), timeout=10,
+                                 source_address=("127.0.0.4", 0)),
+        server_hostname="127.0.0.1")
     log_before = server.daemon.log_path.stat().st_size
 
     samples: list[float] = []
@@ -91,22 +108,29 @@ def test_4200_idle_connections_from_two_addresses_leave_a_third_served(serve):
                     channel.close()
                 samples.append(time.monotonic() - began)
                 time.sleep(0.2)
+            assert kept.execute("print(2 + 2)", timeout=10).strip() == "4"
+            wait_until(lambda: closed_by_server(silent), 20, "the silent connection to be closed")
         finally:
             for sock in held:
                 sock.close()
+            kept.close()
+            silent.close()
 
-    print(f"\n{CONNECTIONS} idle connections held {HOLD_SECONDS} s: {len(samples)} rounds of GET /api + "
-          f"kernel 1+1 from 127.0.0.1, slowest {max(samples):.2f} s")
+    print(f"\n{CONNECTIONS} idle connections held {HOLD_SECONDS} s: {len(samples)} rounds of "
+          f"GET /api + kernel 1+1 from 127.0.0.1, slowest {max(samples):.2f} s")
     assert samples and max(samples) < BOUND, samples
     assert "Too many open files" not in server.daemon.log()
     # The refusals are summed up, never one line each.
     wait_until(lambda: "jupyter-remote: connections in the last" in server.daemon.log(), 20,
                "the refusals summary")
     log = server.daemon.log()
-    summaries = [line for line in log.splitlines() if "jupyter-remote: connections in the last" in line]
-    print(f"log grew {server.daemon.log_path.stat().st_size - log_before} bytes; summaries: {summaries[:2]}")
+    summaries = [line for line in log.splitlines()
+                 if "jupyter-remote: connections in the last" in line]
+    grew = server.daemon.log_path.stat().st_size - log_before
+    print(f"log grew {grew} bytes; summaries: {summaries[:2]}")
     assert "over the per-address limit" in log and "127.0.0.2" in log and "127.0.0.3" in log
-    wait_until(lambda: "closed without a TLS handshake" in server.daemon.log(), 20, "the handshake timeout")
+    wait_until(lambda: "closed without a TLS handshake" in server.daemon.log(), 20,
+               "the handshake timeout")
     assert len(summaries) <= HOLD_SECONDS // 10 + 2
     assert server.daemon.log_path.stat().st_size - log_before < LOG_GROWTH
     status = server.daemon.status()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from support import Account
-from test_login_protection import FILTER, run_fail2ban_regex
+from test_login_protection import run_fail2ban_regex
 
 from supervisor.inside_jupyter.jupyter_remote_ext.login import RemoteIdentityProvider
 from supervisor.login_events import LoginEvent, log_line, open_socket, receive
@@ -58,8 +58,8 @@ def drain(sock: socket.socket, jupyter_pid: int, timeout: float = 5) -> list[Log
 
 def as_account(account: Account, code: str, *args: str) -> subprocess.Popen[str]:
     """A Python process running as the account, as a notebook's kernel does."""
-    prefix = ([] if os.geteuid() != 0 else
-              ["setpriv", f"--reuid={account.uid}", f"--regid={account_gid(account)}", "--init-groups"])
+    prefix = [] if os.geteuid() != 0 else [
+        "setpriv", f"--reuid={account.uid}", f"--regid={account_gid(account)}", "--init-groups"]
     return subprocess.Popen([*prefix, sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -108,7 +108,8 @@ def test_a_notebook_cannot_forge_an_event(events, account):
     # The account's process reaches the socket (the group may write it): the datagram arrives...
     sender = as_account(account, SEND, str(path), datagram())
     assert sender.wait(30) == 0, sender.stderr.read()
-    assert [log_line(e) for e in drain(sock, sender.pid)] == [f"jupyter-remote: login failed from {FORGED}"]
+    assert [log_line(e) for e in drain(sock, sender.pid)] == [
+        f"jupyter-remote: login failed from {FORGED}"]
     # ...and is dropped when Jupyter is another process, as it always is for a kernel.
     sender = as_account(account, SEND, str(path), datagram())
     assert sender.wait(30) == 0, sender.stderr.read()
@@ -159,7 +160,7 @@ def test_the_extension_reports_each_attempt_without_blocking(events):
     began = time.monotonic()
     for _ in range(2000):
         provider.report_login("failed", "198.51.100.9")
-    assert time.monotonic() - began < 30  # a bound on a hang, not a speed: a blocking send never returns
+    assert time.monotonic() - began < 30  # a bound on a hang, not a speed
     assert 0 < len(receive(sock, os.getpid())) < 2000
 
 
@@ -173,7 +174,8 @@ def daemon_lines(by_hand: bool) -> list[str]:
                              ("refused", "203.0.113.7"), ("succeeded", "198.51.100.20"),
                              ("failed", "2001:db8::5")):
         event = LoginEvent(outcome, address)
-        record = logging.LogRecord("supervisor.daemon", event.level, __file__, 0, "%s", (log_line(event),), None)
+        record = logging.LogRecord("supervisor.daemon", event.level, __file__, 0, "%s",
+                                   (log_line(event),), None)
         lines.append(formatter.format(record))
     return lines
 
@@ -199,7 +201,7 @@ def test_the_filter_matches_the_daemons_lines_and_never_relayed_ones_from_a_file
 
 
 def test_the_filter_matches_the_daemons_lines_and_never_relayed_ones_from_the_journal(folder):
-    # fail2ban reads the journal as "<host> <identifier>[<pid>]: <message>", with the journal's time.
+    # fail2ban reads the journal as "<host> <identifier>[<pid>]: <message>", with its own time.
     journal = folder / "journal-form.log"
     journal.write_text("".join(f"{time.time():.6f} testhost jupyter-remote[42]: {line}\n"
                                for line in [*daemon_lines(by_hand=False), *RELAYED]))

@@ -265,8 +265,9 @@ def test_one_log_line_per_attempt_without_the_password_that_fail2ban_matches(ser
     # From the journal, fail2ban reads "<host> <identifier>[<pid>]: <message>" with the journal's own
     # time, and the daemon, seeing JOURNAL_STREAM, writes no time of its own. The same lines, so:
     journal = folder / "journal-form.log"
-    journal.write_text("".join(f"{time.time():.6f} testhost jupyter-remote[{server.daemon.process.pid}]: "
-                               f"{re.sub('^' + DAEMON_TIME, '', line)}\n" for line in log.splitlines()))
+    prefix = f"testhost jupyter-remote[{server.daemon.process.pid}]: "
+    journal.write_text("".join(f"{time.time():.6f} {prefix}{re.sub('^' + DAEMON_TIME, '', line)}\n"
+                               for line in log.splitlines()))
     assert Counter(run_fail2ban_regex(journal, "--datepattern", "^EPOCH")) == failed
 
 
@@ -337,8 +338,8 @@ def test_the_example_jail_is_off_until_enabled_then_reads_the_unit_journal(folde
     jail = "\n".join(fail2ban_jails(conf))
     assert "['add', 'jupyter-remote', 'systemd']" in jail
     # Only Jupyter's port is banned, never SSH's: the firewall rule fail2ban would add says so.
-    actions = subprocess.run(["fail2ban-client", "-c", str(conf), "-d"], capture_output=True, text=True,
-                             check=False, timeout=60).stdout
+    actions = subprocess.run(["fail2ban-client", "-c", str(conf), "-d"], capture_output=True,
+                             text=True, check=False, timeout=60).stdout
     assert "--dports 8888 -j f2b-jupyter-remote" in actions and "0:65535" not in actions
     assert "['set', 'jupyter-remote', 'addjournalmatch', '_SYSTEMD_UNIT=jupyter-remote.service']" in jail
     assert "jupyter-remote: login (?:failed|refused" in jail

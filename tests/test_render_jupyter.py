@@ -96,3 +96,15 @@ def test_a_busy_port_makes_jupyter_exit_not_move_whatever_the_stray_config_says(
     assert second.returncode != 0, output[-2000:]
     assert f"The port {settings.server.port} is already in use" in output, output[-2000:]
     assert "trying another port" not in output
+
+
+def test_the_extension_is_told_where_to_report_logins(tmp_path):
+    from supervisor.render import JupyterInputs, render
+    from supervisor.schema import validate
+
+    settings = validate({}, tmp_path / "settings.toml", euid=1000)
+    inputs = JupyterInputs(home=tmp_path, hashed_password="", live_file=tmp_path / "live.json",
+                           terminal_rc=tmp_path / "bashrc",
+                           events_socket=tmp_path / "jupyter" / "events.sock")
+    provider = render(settings, inputs)["RemoteIdentityProvider"]
+    assert provider["events_socket"] == str(tmp_path / "jupyter" / "events.sock")

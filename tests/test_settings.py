@@ -225,8 +225,10 @@ CONTROL = "must not hold control characters (newline, carriage return, tab, NUL,
      f'[server] extra_args[1]: {CONTROL}, got "--x=\\u007f"'),
     ('[tls]\nhostnames = ["a.example", "b.example\\u0085"]',
      f'[tls] hostnames[1]: {CONTROL}, got "b.example\\u0085"'),
-    ('[kernel]\npackages = ["pandas\\u001b[2J"]', f'[kernel] packages[0]: {CONTROL}, got "pandas\\u001b[2J"'),
-    ('[auth]\npassword_file = "pass\\nword"', f'[auth] password_file: {CONTROL}, got "pass\\nword"'),
+    ('[kernel]\npackages = ["pandas\\u001b[2J"]',
+     f'[kernel] packages[0]: {CONTROL}, got "pandas\\u001b[2J"'),
+    ('[auth]\npassword_file = "pass\\nword"',
+     f'[auth] password_file: {CONTROL}, got "pass\\nword"'),
     ('[paths]\nstate_dir = "/var/lib/x\\n"', f'[paths] state_dir: {CONTROL}, got "/var/lib/x\\n"'),
 ])
 def test_control_characters_in_any_string_are_refused_in_one_escaped_line(tmp_path, text, line):
@@ -249,10 +251,13 @@ SECRET = "Tr0ub4dor-MyRealPassword"
      "(argon2:$argon2id$...)"),
     (f'[auth]\npassword_hash = ["{SECRET}"]', "[auth] password_hash: must be a string"),
     (f'[auth]\npassword_hash = "{SECRET}\\n"', f"[auth] password_hash: {CONTROL}"),
-    (f'[auth]\npassword_hsh = "{SECRET}"', "[auth] password_hsh: unknown key (did you mean password_hash?)"),
+    (f'[auth]\npassword_hsh = "{SECRET}"',
+     "[auth] password_hsh: unknown key (did you mean password_hash?)"),
     (f'[server]\npassword_hash = "{SECRET}"', "[server] password_hash: unknown key"),
-    (f'[server.extra]\npassword_hash = "{SECRET}"', "[server] extra: unknown key (did you mean extra_args?)"),
-    (f'password_hash = "{SECRET}"', "password_hash: a key outside any section (did you mean [auth] password_hash?)"),
+    (f'[server.extra]\npassword_hash = "{SECRET}"',
+     "[server] extra: unknown key (did you mean extra_args?)"),
+    (f'password_hash = "{SECRET}"',
+     "password_hash: a key outside any section (did you mean [auth] password_hash?)"),
     (f'auth = "{SECRET}"', "[auth]: must be a table"),
     (f'[auth.password_hash]\nx = "{SECRET}"', "[auth] password_hash: must be a string"),
     (f'[secrets]\npassword = "{SECRET}"', "[secrets]: unknown section (did you mean [server]?)"),
@@ -292,7 +297,8 @@ def make_system_account():
 
     def make(*options: str) -> str:
         name = f"jrpriv{uuid.uuid4().hex[:8]}"
-        subprocess.run(["useradd", "--no-create-home", *options, name], check=True, capture_output=True)
+        subprocess.run(["useradd", "--no-create-home", *options, name], check=True,
+                       capture_output=True)
         made.append(name)
         return name
 
@@ -352,8 +358,8 @@ def test_check_warns_about_trust_xheaders_on_a_public_address(tmp_path, account)
 
     public = check("0.0.0.0")
     assert public.returncode == 0, public.stderr
-    assert f"warning: {path}: [server] extra_args: trust_xheaders is on while [server] ip is 0.0.0.0" \
-        in public.stderr
+    assert (f"warning: {path}: [server] extra_args: trust_xheaders is on while [server] ip is "
+            "0.0.0.0") in public.stderr
     assert "overwrites X-Real-IP and X-Forwarded-For" in public.stderr
     local = check("127.0.0.1")
     assert local.returncode == 0 and "trust_xheaders" not in local.stderr, local.stderr
@@ -391,15 +397,18 @@ def test_any_document_is_accepted_or_raises_settings_error(document):
         assert isinstance(settings, Settings)
 
 
-secret_places = st.sampled_from([("auth", "password_hash"), ("auth", "password_hsh"), ("server", "password_hash"),
-                                 ("auth", "bogus"), ("bogus", "password_hash")])
+secret_places = st.sampled_from([("auth", "password_hash"), ("auth", "password_hsh"),
+                                 ("server", "password_hash"), ("auth", "bogus"),
+                                 ("bogus", "password_hash")])
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
-@given(documents, secret_places, st.sampled_from([SECRET, [SECRET], {"x": SECRET}, SECRET + "\x85"]))
+@given(documents, secret_places,
+       st.sampled_from([SECRET, [SECRET], {"x": SECRET}, SECRET + "\x85"]))
 def test_a_secret_anywhere_secret_keys_or_unknown_keys_go_is_never_echoed(document, place, value):
-    document = {**document, place[0]: {**(document.get(place[0]) if isinstance(document.get(place[0]), dict)
-                                          else {}), place[1]: value}}
+    section = document.get(place[0])
+    document = {**document, place[0]: {**(section if isinstance(section, dict) else {}),
+                                       place[1]: value}}
     try:
         validate(document, Path("/etc/jupyter-remote/settings.toml"), euid=USER)
     except SettingsError as error:

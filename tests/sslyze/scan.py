@@ -15,8 +15,9 @@ from sslyze import (
     ServerScanRequest, ServerScanStatusEnum,
 )
 from sslyze.mozilla_tls_profile.tls_config_checker import (
-    MozillaTlsConfiguration, SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER, ServerNotCompliantWithTlsConfiguration,
-    TlsConfigurationEnum, check_server_against_tls_configuration,
+    SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER, MozillaTlsConfiguration,
+    ServerNotCompliantWithTlsConfiguration, TlsConfigurationEnum,
+    check_server_against_tls_configuration,
 )
 
 
@@ -33,7 +34,8 @@ def main(host: str, port: int, ca_file: str) -> None:
     )])
     (result,) = list(scanner.get_results())
     if result.scan_status != ServerScanStatusEnum.COMPLETED:
-        trace = "".join(result.connectivity_error_trace.format()) if result.connectivity_error_trace else ""
+        error = result.connectivity_error_trace
+        trace = "".join(error.format()) if error else ""
         print(json.dumps({"error": f"scan not completed: {result.scan_status}: {trace}"}))
         return
     issues: dict[str, str] = {}
@@ -44,7 +46,8 @@ def main(host: str, port: int, ca_file: str) -> None:
         issues = dict(error.issues)
     scans = result.scan_result
     accepted = {
-        version: sorted(suite.cipher_suite.name for suite in getattr(scans, version).result.accepted_cipher_suites)
+        version: sorted(suite.cipher_suite.name
+                        for suite in getattr(scans, version).result.accepted_cipher_suites)
         for version in ("ssl_2_0_cipher_suites", "ssl_3_0_cipher_suites", "tls_1_0_cipher_suites",
                         "tls_1_1_cipher_suites", "tls_1_2_cipher_suites", "tls_1_3_cipher_suites")
     }

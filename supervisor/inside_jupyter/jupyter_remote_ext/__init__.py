@@ -68,6 +68,7 @@ def _without_access_hint(record):
 
 
 def _guard_connections(serverapp):
-    guard = ConnectionGuard(serverapp.http_server, serverapp.log, per_address=bool(serverapp.certfile))
+    guard = ConnectionGuard(serverapp.http_server, serverapp.log,
+                            per_address=bool(serverapp.certfile))
     guard.install()
     serverapp.web_app.settings[SETTINGS_KEY] = guard

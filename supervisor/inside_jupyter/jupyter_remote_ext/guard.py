@@ -58,15 +58,16 @@ class Refusals:
     out_of_descriptors: int = 0
 
     def any(self) -> bool:
-        return bool(self.by_address or self.total_cap or self.handshake_timeouts or self.idle_timeouts
-                    or self.out_of_descriptors)
+        return bool(self.by_address or self.total_cap or self.handshake_timeouts
+                    or self.idle_timeouts or self.out_of_descriptors)
 
     def line(self, seconds: float) -> str:
         parts = []
         if self.by_address:
             top = ", ".join(f"{key} {count}" for key, count in self.by_address.most_common(3))
-            parts.append(f"{sum(self.by_address.values())} over the per-address limit of {PER_ADDRESS} "
-                         f"({top}{', ...' if len(self.by_address) > 3 else ''})")
+            more = ", ..." if len(self.by_address) > 3 else ""
+            parts.append(f"{sum(self.by_address.values())} over the per-address limit of "
+                         f"{PER_ADDRESS} ({top}{more})")
         if self.total_cap:
             parts.append(f"{self.total_cap} over the limit of unauthenticated connections")
         if self.out_of_descriptors:
@@ -75,7 +76,8 @@ class Refusals:
             parts.append(f"{self.handshake_timeouts} closed without a TLS handshake in "
                          f"{HANDSHAKE_SECONDS:.0f} s")
         if self.idle_timeouts:
-            parts.append(f"{self.idle_timeouts} unauthenticated closed after {IDLE_SECONDS:.0f} s idle")
+            parts.append(f"{self.idle_timeouts} unauthenticated closed after "
+                         f"{IDLE_SECONDS:.0f} s idle")
         return f"jupyter-remote: connections in the last {seconds:.0f} s: " + "; ".join(parts)
 
 
@@ -202,7 +204,8 @@ class ConnectionGuard:
         for stream, tracked in list(self.streams.items()):
             if tracked.authenticated:
                 continue
-            if getattr(stream, "_ssl_accepting", False) and now - tracked.accepted > HANDSHAKE_SECONDS:
+            handshaking = getattr(stream, "_ssl_accepting", False)  # SSLIOStream's own flag
+            if handshaking and now - tracked.accepted > HANDSHAKE_SECONDS:
                 self.refusals.handshake_timeouts += 1
                 stream.close()
             elif now - tracked.last_activity > IDLE_SECONDS:

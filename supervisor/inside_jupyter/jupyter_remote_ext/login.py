@@ -182,7 +182,8 @@ def _lower_priority() -> None:
 
 
 class RemoteLoginHandler(LoginFormHandler):
-    """The login form: limited per client, the argon2 check off the event loop, each attempt reported."""
+    """The login form: limited per client, the argon2 check off the event loop, each attempt
+    reported."""
 
     @allow_unauthenticated
     async def post(self):
@@ -246,8 +247,8 @@ class RemoteIdentityProvider(PasswordIdentityProvider):
         """One datagram to the daemon, which logs the line fail2ban reads; never blocks."""
         level = "info" if outcome == "succeeded" else "warning"
         # Worded unlike the daemon's line, and relayed behind a prefix: for people, not fail2ban.
-        getattr(self.log, level)("jupyter-remote: login attempt from %s: %s (reported to the daemon)",
-                                 address, outcome)
+        getattr(self.log, level)(
+            "jupyter-remote: login attempt from %s: %s (reported to the daemon)", address, outcome)
         if not self.events_socket:
             return
         message = json.dumps({"event": "login", "outcome": outcome, "address": address}).encode()
