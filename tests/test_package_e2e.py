@@ -320,6 +320,14 @@ def test_terminal_opens_a_login_shell_on_a_pty(container: Container) -> None:
     output = container.client("terminal", "echo $((6*7)) $(id -un) $(tty); echo END-OF-OUTPUT")["output"]
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output).replace("\r", "")  # what a user sees
     assert re.search(rf"^42 {ACCOUNT} /dev/pts/\d+$", screen, re.MULTILINE), output
+    # The notebooks' Python and the serving Jupyter, though Debian's /etc/profile sets PATH afresh.
+    typed = "command -v pip python jupyter; echo END-OF-OUTPUT"
+    output = container.client("terminal", typed)["output"]
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output).replace("\r", "")
+    environment = f"{HOME}/.local/share/jupyter-remote/python/bin"
+    serving = "/usr/lib/jupyter-remote/bin/jupyter"
+    for found in (f"{environment}/pip", f"{environment}/python", serving):
+        assert re.search(rf"^{re.escape(found)}$", screen, re.MULTILINE), output
 
 
 # A wheel made on the spot: pip installs it with no network, as `%pip install` would from PyPI.
@@ -402,7 +410,9 @@ def test_upgrade_over_edited_settings_asks_nothing_keeps_them_and_the_running_se
     version = container.run("dpkg-query", "--show", "--showformat=${Version}",
                             "jupyter-remote").stdout
     assert version.endswith("+next")
-    assert container.daemon_status()["restart_pending"] == version
+    # The daemon notices the upgrade at its next health probe (every health_interval, 10 s).
+    wait_until(lambda: container.daemon_status()["restart_pending"] == version, 60,
+               "status --json to say a restart is pending")
     # `jupyter-remote status`, as the README prints it: any user may run it, no sudo.
     status = container.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                            "jupyter-remote", "status")
