@@ -459,12 +459,14 @@ class Daemon:
         recorded = activity_file(self.settings)
         # The extension, running as the account, records activity here; root only lstat()s it.
         root_folder(recorded.parent, 0o755, None if account.is_self else (account.uid, account.gid))
-        self.idle.configure(self.settings.idle, recorded, account.uid)
+        if self.idle.configure(self.settings.idle, recorded, account.uid):
+            log.info("idle warning withdrawn: [idle] changed")
+        if not self.idle.warned:  # a warning due under a changed [idle] is given at the next look
+            self._idle_notice({})
         if idle.enabled(self.settings.idle):
             self.timers.after("idle", 0, self._idle_look)
         else:
             self.timers.cancel("idle")
-            self._idle_notice({})
 
     def _idle_look(self) -> None:
         jupyter_pid = self.jupyter.pid if self.jupyter else None
@@ -501,7 +503,8 @@ class Daemon:
         settings = self.settings.idle
         at = idle.due_wall_time(due, self.clock(), time.time()).astimezone()
         text = idle.warning_text(settings.action, at)
-        log.warning("idle since %s: [idle] action %s is due at %s unless something is active",
+        log.warning("idle: nothing active for %.0f s (the last activity: %s); [idle] action %s is "
+                    "due at %s unless something is active", self.clock() - self.idle.activity.last,
                     self.idle.activity.what, settings.action, at.isoformat(timespec="seconds"))
         self.notifier.status(f"Serving {self.url}; idle: {settings.action} at "
                              f"{at.isoformat(timespec='seconds')} unless something is active")

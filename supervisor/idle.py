@@ -217,15 +217,17 @@ class IdleWatch:
     warned: bool = False
     due: float | None = None  # when the action is due, on the daemon's clock; None: idle stop off
 
-    def configure(self, settings: Idle, activity_file: Path, account_uid: int) -> None:
-        """At start and on every reload; a change of [idle] starts its count over from now on."""
+    def configure(self, settings: Idle, activity_file: Path, account_uid: int) -> bool:
+        """At start and on every reload; True when a warning given is withdrawn by the change."""
         if self.looks is None or self.looks.activity_file != activity_file \
                 or self.looks.account_uid != account_uid:
             self.looks = Looks(activity_file, account_uid)
+        withdrawn = self.warned and settings != self.settings
         if settings != self.settings:
             self.settings, self.warned = settings, False
         if not enabled(settings):
             self.due = None
+        return withdrawn
 
     def look(self, now: float, jupyter_pid: int | None) -> tuple[Decision, bool]:
         """The decision, and whether activity since the warning called it off."""

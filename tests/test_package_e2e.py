@@ -481,7 +481,7 @@ def test_idle_poweroff_powers_the_container_off(container: Container, package: P
         r"(?ms)^\[idle\].*?(?=^\[)", '[idle]\nstop_after_minutes = 0.2\naction = "poweroff"\n'
         "warn_minutes = 0.1\n\n", text))
     container.run("systemctl", "reload", UNIT, timeout=120)  # [idle] applies without a restart
-    assert "poweroff" in container.run("jupyter-remote", "check").stdout
+    assert "power the machine off after 0.2 minutes" in container.run("jupyter-remote", "check").stdout
     wait_until(lambda: "unless something is active" in _journal(container), 60, "the idle warning")
     try:
         container.nspawn.wait(timeout=90)
