@@ -92,6 +92,7 @@ class ConnectionGuard:
         self.total = min(TOTAL_MAX, max(soft // TOTAL_SHARE, PER_ADDRESS))
         self.streams: dict[object, Tracked] = {}  # every open connection, by its stream
         self.unauthenticated: Counter[str] = Counter()
+        self.unauthenticated_total = 0
         self.refusals = Refusals()
         self.summary_at = time.monotonic()
         self.paused = False
@@ -147,13 +148,14 @@ class ConnectionGuard:
             self.refusals.by_address[key] += 1
             connection.close()
             return
-        if sum(self.unauthenticated.values()) >= self.total:
+        if self.unauthenticated_total >= self.total:
             self.refusals.total_cap += 1
             connection.close()
             return
         now = time.monotonic()
         self._pending = Tracked(key, now, now)
         self.unauthenticated[key] += 1
+        self.unauthenticated_total += 1
         try:
             self.server._handle_connection(connection, address)
         finally:
@@ -177,6 +179,7 @@ class ConnectionGuard:
 
     def _forget(self, tracked: Tracked) -> None:
         if not tracked.authenticated:
+            self.unauthenticated_total -= 1
             self.unauthenticated[tracked.key] -= 1
             if self.unauthenticated[tracked.key] <= 0:
                 del self.unauthenticated[tracked.key]
