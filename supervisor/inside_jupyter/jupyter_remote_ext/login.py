@@ -221,7 +221,8 @@ class RemoteLoginHandler(LoginFormHandler):
 
 def _note_authenticated(handler, user) -> None:
     """Tell the connection guard that this connection carries a valid login (no more timeouts)."""
-    guard = handler.settings.get("jupyter_remote_guard")  # guard.SETTINGS_KEY; guard imports us
+    # guard.SETTINGS_KEY, spelt out: guard.py imports this module.
+    guard = handler.settings.get("jupyter_remote_guard")
     if user is not None and guard is not None:
         guard.authenticated(getattr(handler.request.connection, "stream", None))
 
