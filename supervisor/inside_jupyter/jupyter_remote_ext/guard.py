@@ -57,9 +57,14 @@ class Refusals:
     idle_timeouts: int = 0
     out_of_descriptors: int = 0
 
-    def any(self) -> bool:
-        return bool(self.by_address or self.total_cap or self.handshake_timeouts
-                    or self.idle_timeouts or self.out_of_descriptors)
+    def level(self) -> int | None:
+        """How loud a summary line should be; None: no line (idle closes alone are routine, the
+        browser reconnects)."""
+        if self.by_address or self.total_cap or self.out_of_descriptors:
+            return logging.WARNING
+        if self.handshake_timeouts:
+            return logging.INFO
+        return None
 
     def line(self, seconds: float) -> str:
         parts = []
@@ -215,9 +220,10 @@ class ConnectionGuard:
                 self.refusals.idle_timeouts += 1
                 stream.close()
         if now - self.summary_at >= SUMMARY_SECONDS:
-            if self.refusals.any():
-                self.log.warning("%s", self.refusals.line(now - self.summary_at))
-                self.refusals = Refusals()
+            level = self.refusals.level()
+            if level is not None:
+                self.log.log(level, "%s", self.refusals.line(now - self.summary_at))
+            self.refusals = Refusals()
             self.summary_at = now
 
 
