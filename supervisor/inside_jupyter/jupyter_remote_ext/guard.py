@@ -100,7 +100,6 @@ class ConnectionGuard:
         self.unauthenticated_total = 0
         self.refusals = Refusals()
         self.summary_at = time.monotonic()
-        self.paused = False
         self._pending: Tracked | None = None  # accepted, its stream not made yet
 
     def install(self) -> None:
