@@ -315,7 +315,8 @@ class Daemon:
     def _log_logins(self, events: socket.socket) -> None:
         """The login lines fail2ban acts on: written by the daemon alone, for attempts Jupyter's
         own process reported (a notebook printing such a line only reaches the log prefixed)."""
-        jupyter_pid = self.jupyter.pid if self.jupyter else -1
+        # Only the running Jupyter server may report; with none, every datagram is dropped.
+        jupyter_pid = self.jupyter.pid if self.jupyter else None
         for event in login_events.receive(events, jupyter_pid):
             log.log(event.level, "%s", login_events.log_line(event))
 
@@ -368,11 +369,16 @@ class Daemon:
         self.jupyter = None
 
     def _stop_everything(self) -> None:
-        """The last act of run(), however it ends: nothing of ours is left running."""
+        """The last act of run(), however it ends: nothing of ours is left running or bound."""
         try:
             self._terminate_jupyter()
         finally:
             child.kill_everything()
+            for bound in (self.challenge_socket, self.login_events):
+                if bound is not None:
+                    bound.close()
+            if self.prepared is not None:
+                self.prepared.layout.events_socket.unlink(missing_ok=True)
 
     def _reload(self) -> None:
         self.notifier.reloading()

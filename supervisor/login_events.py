@@ -59,8 +59,12 @@ def open_socket(path: Path, account_gid: int) -> socket.socket:
     return sock
 
 
-def receive(sock: socket.socket, jupyter_pid: int) -> list[LoginEvent]:
-    """Every datagram waiting (up to MAX_PER_CALL) that Jupyter itself sent and that is an event."""
+def receive(sock: socket.socket, jupyter_pid: int | None) -> list[LoginEvent]:
+    """Every datagram waiting (up to MAX_PER_CALL) that Jupyter itself sent and that is an event.
+
+    With no Jupyter running (`jupyter_pid` None), every datagram is dropped. The kernel reports pid
+    0 for a sender it cannot name in our pid namespace: never a Jupyter we started.
+    """
     events = []
     for _ in range(MAX_PER_CALL):
         try:
@@ -68,7 +72,7 @@ def receive(sock: socket.socket, jupyter_pid: int) -> list[LoginEvent]:
         except (BlockingIOError, InterruptedError):
             break
         sender = _sender_pid(ancillary)
-        if sender != jupyter_pid:
+        if jupyter_pid is None or not sender or sender != jupyter_pid:
             logger.debug("login event dropped: sent by pid %s, not Jupyter (%s)",
                          sender, jupyter_pid)
             continue

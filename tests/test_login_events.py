@@ -97,6 +97,13 @@ def test_an_event_from_jupyters_own_process_gives_the_login_line(events, outcome
     assert log_line(event) == line and event.level == level
 
 
+def test_with_no_jupyter_running_every_event_is_dropped(events):
+    path, sock = events
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as jupyter:
+        jupyter.sendto(datagram(), str(path))
+    assert drain(sock, None) == []
+
+
 def test_the_socket_is_the_account_groups_to_write_and_nobody_elses(events, account):
     path, _ = events
     status = path.stat()

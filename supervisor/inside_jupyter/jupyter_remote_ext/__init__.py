@@ -5,7 +5,8 @@
   every connection and hangs a client that catches a half-replaced pair); and the password, rate
   limit and idle-kernel culling, changed without a restart from a file the daemon writes (Jupyter
   has no SIGHUP handler: a HUP would kill it).
-- login.py: logins limited per client address, checked off the event loop, one log line each.
+- login.py: logins limited per client address, checked off the event loop, each attempt reported
+  to the daemon (which writes the login lines fail2ban reads).
 - guard.py: connections limited per client address and timed out until they authenticate, before
   the TLS handshake, so that idle connections cannot take every descriptor.
 - activity.py: a user's activity, for the daemon's idle stop, and its warning, for JupyterLab.

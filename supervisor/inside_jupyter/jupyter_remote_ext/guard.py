@@ -57,9 +57,14 @@ class Refusals:
     idle_timeouts: int = 0
     out_of_descriptors: int = 0
 
-    def any(self) -> bool:
-        return bool(self.by_address or self.total_cap or self.handshake_timeouts
-                    or self.idle_timeouts or self.out_of_descriptors)
+    def level(self) -> int | None:
+        """How loud a summary line should be; None: no line (idle closes alone are routine, the
+        browser reconnects)."""
+        if self.by_address or self.total_cap or self.out_of_descriptors:
+            return logging.WARNING
+        if self.handshake_timeouts:
+            return logging.INFO
+        return None
 
     def line(self, seconds: float) -> str:
         parts = []
@@ -92,9 +97,9 @@ class ConnectionGuard:
         self.total = min(TOTAL_MAX, max(soft // TOTAL_SHARE, PER_ADDRESS))
         self.streams: dict[object, Tracked] = {}  # every open connection, by its stream
         self.unauthenticated: Counter[str] = Counter()
+        self.unauthenticated_total = 0
         self.refusals = Refusals()
         self.summary_at = time.monotonic()
-        self.paused = False
         self._pending: Tracked | None = None  # accepted, its stream not made yet
 
     def install(self) -> None:
@@ -147,13 +152,14 @@ class ConnectionGuard:
             self.refusals.by_address[key] += 1
             connection.close()
             return
-        if sum(self.unauthenticated.values()) >= self.total:
+        if self.unauthenticated_total >= self.total:
             self.refusals.total_cap += 1
             connection.close()
             return
         now = time.monotonic()
         self._pending = Tracked(key, now, now)
         self.unauthenticated[key] += 1
+        self.unauthenticated_total += 1
         try:
             self.server._handle_connection(connection, address)
         finally:
@@ -177,6 +183,7 @@ class ConnectionGuard:
 
     def _forget(self, tracked: Tracked) -> None:
         if not tracked.authenticated:
+            self.unauthenticated_total -= 1
             self.unauthenticated[tracked.key] -= 1
             if self.unauthenticated[tracked.key] <= 0:
                 del self.unauthenticated[tracked.key]
@@ -212,9 +219,10 @@ class ConnectionGuard:
                 self.refusals.idle_timeouts += 1
                 stream.close()
         if now - self.summary_at >= SUMMARY_SECONDS:
-            if self.refusals.any():
-                self.log.warning("%s", self.refusals.line(now - self.summary_at))
-                self.refusals = Refusals()
+            level = self.refusals.level()
+            if level is not None:
+                self.log.log(level, "%s", self.refusals.line(now - self.summary_at))
+            self.refusals = Refusals()
             self.summary_at = now
 
 

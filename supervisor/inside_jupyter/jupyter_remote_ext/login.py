@@ -182,8 +182,7 @@ def _lower_priority() -> None:
 
 
 class RemoteLoginHandler(LoginFormHandler):
-    """The login form: limited per client, the argon2 check off the event loop, each attempt
-    reported."""
+    """The login form: limited per client, argon2 off the event loop, each attempt reported."""
 
     @allow_unauthenticated
     async def post(self):
@@ -222,6 +221,7 @@ class RemoteLoginHandler(LoginFormHandler):
 
 def _note_authenticated(handler, user) -> None:
     """Tell the connection guard that this connection carries a valid login (no more timeouts)."""
+    # guard.SETTINGS_KEY, spelt out: guard.py imports this module.
     guard = handler.settings.get("jupyter_remote_guard")
     if user is not None and guard is not None:
         guard.authenticated(getattr(handler.request.connection, "stream", None))
