@@ -146,8 +146,10 @@ def summary(seconds: list[float]) -> str:
     return f"n={len(seconds)} median={statistics.median(seconds) * 1000:.1f}ms max={max(seconds) * 1000:.1f}ms"
 
 
-# Jupyter's format: "[W 2026-11-25 23:36:18.908 ServerApp] jupyter-remote: login failed from 127.0.0.1"
-LOGIN_LINE = re.compile(r"\[[WI] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+\] jupyter-remote: (login .*)")
+# Jupyter's format, relayed by the daemon:
+# "[jupyter] [W 2026-11-25 23:36:18.908 ServerApp] jupyter-remote: login failed from 127.0.0.1"
+LOGIN_LINE = re.compile(
+    r"\[jupyter\] \[[WI] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+\] jupyter-remote: (login .*)")
 
 
 def login_lines(log: str) -> list[str]:
