@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,12 @@ def test_version_and_help_list_exactly_the_commands():
     result = cli("cert", "--help")
     assert result.returncode == 0
     assert sorted(listed_commands(result.stdout)) == ["ca", "renew", "show"]
+
+
+def test_python_m_supervisor_is_the_same_command():
+    result = subprocess.run([sys.executable, "-m", "supervisor", "--version"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout == cli("--version").stdout
 
 
 def test_check_summarises_a_valid_file_before_the_first_start(settings, account):
