@@ -197,8 +197,8 @@ def _figures(visits: dict[str, list[dict[str, Any]]], first_ever: dict[str, Any]
         figures[name] = {
             f"{kind}_{key}": median([r[kind][key] for r in results])
             for kind in ("cold", "warm")
-            for key in ("seconds", "bytes", "down_wire_bytes", "up_wire_bytes", "responses",
-                        "from_cache", "compressed")
+            for key in ("seconds", "browser_cpu_s", "bytes", "down_wire_bytes", "up_wire_bytes",
+                        "responses", "from_cache", "compressed")
         }
     ours, bare = figures["daemon"], figures["bare"]
     for key in ("cold_seconds", "cold_bytes", "cold_down_wire_bytes", "warm_seconds"):

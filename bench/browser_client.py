@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -58,15 +59,30 @@ def visit(driver: webdriver.Chrome, job: dict[str, Any], screenshot: Path) -> di
     driver.get_log("performance")  # what the login page itself loaded is not counted
     field.send_keys(job["password"])
     rx, tx = interface_bytes(job["interface"])
+    cpu = browser_cpu()
     began = time.monotonic()
     driver.find_element(By.ID, "login_submit").click()
     WebDriverWait(driver, TIMEOUT, poll_frequency=POLL).until(
         expected_conditions.visibility_of_element_located(LAUNCHER))
     seconds = time.monotonic() - began
+    cpu = browser_cpu() - cpu
     rx_after, tx_after = interface_bytes(job["interface"])
     driver.save_screenshot(str(screenshot))
-    return {"seconds": seconds, "down_wire_bytes": rx_after - rx, "up_wire_bytes": tx_after - tx,
+    return {"seconds": seconds, "browser_cpu_s": cpu,
+            "down_wire_bytes": rx_after - rx, "up_wire_bytes": tx_after - tx,
             **network_figures(driver.get_log("performance"))}
+
+
+def browser_cpu() -> float:
+    """CPU seconds used so far by chromedriver, Chromium and all Chromium's processes."""
+    total = 0.0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def network_figures(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -73,6 +73,14 @@ def test_static_bundles_gzip_and_secrets_never(serving: Serving) -> None:
                                    timeout=30)
     assert no_header.content == on_disk and "Content-Encoding" not in no_header.headers
 
+    # Theme CSS lives under /lab/api/ but is a package file (its URLs rewritten by the server).
+    theme = "/lab/api/themes/@jupyterlab/theme-light-extension/index.css"
+    as_sent = fetch(client, theme, "identity")
+    assert as_sent.status_code == 200 and b"--jp-" in as_sent.wire
+    packed = fetch(client, theme, "gzip")
+    assert packed.headers.get("Content-Encoding") == "gzip"
+    assert gzip.decompress(packed.wire) == as_sent.wire
+
     for api in ("/api/status", "/api/kernelspecs", "/api/contents"):
         answer = fetch(client, api, "gzip, deflate, br")
         assert answer.status_code == 200, api

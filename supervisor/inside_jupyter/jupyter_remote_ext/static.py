@@ -2,9 +2,10 @@
 
 A first visit moves JupyterLab's JavaScript and CSS bundles, several MB that gzip to about a
 quarter; neither jupyter_server nor jupyterlab_server compresses them. Here every static-file route
-of Jupyter (jupyter_server's FileFindHandler and its subclasses that send files unchanged:
-/static/, /static/lab/, /lab/extensions/, /static/notebook/, ...) gets a subclass that answers a
-request offering gzip or br with a copy made once per file version (path, size, mtime) and kept in
+of Jupyter (jupyter_server's FileFindHandler and its subclasses: /static/, /static/lab/,
+/lab/extensions/, /static/notebook/, the theme CSS under /lab/api/themes/) gets a subclass that
+answers a request offering gzip or br with a copy made once per file version (path, size, mtime;
+for theme CSS, which ThemesHandler rewrites with the server's own URL, also of what it sends) kept in
 a folder of the account's (~/.cache/jupyter-remote/static), so no request pays for compression
 twice, also after a restart.
 
@@ -108,15 +109,19 @@ class CompressedStore:
         store.executor.submit(store.prune, time.time())
         return store
 
-    async def encoded(self, source: str, accept_encoding: str) -> Encoded | None:
-        """The best copy of `source` for this Accept-Encoding; None: send the file as it is."""
+    async def encoded(self, source: str, accept_encoding: str,
+                      content: bytes | None = None) -> Encoded | None:
+        """The best copy of `source` (or of `content`, what the handler makes of it) for this
+        Accept-Encoding; None: send the response as it is."""
         try:
             status = os.stat(source)
         except OSError:
             return None  # the handler answers 404 itself
-        if status.st_size < MIN_SIZE:
+        if (status.st_size if content is None else len(content)) < MIN_SIZE:
             return None
         version = f"{source}\0{status.st_size}\0{status.st_mtime_ns}"
+        if content is not None:  # a handler's rewrite may depend on more than the file
+            version += f"\0{hashlib.sha256(content).hexdigest()}"
         key = hashlib.sha256(version.encode()).hexdigest()
         if brotli and f"{key}.br" not in self.worthless and offers("br", accept_encoding):
             path = self.folder / f"{key}.br"
@@ -124,7 +129,8 @@ class CompressedStore:
                 return Encoded(source, str(path), "br")
             if key not in self.queued:
                 self.queued.add(key)
-                self.background.submit(self._make, _brotli, source, path, status.st_mtime_ns, key)
+                self.background.submit(self._make, _brotli, source, content, path,
+                                       status.st_mtime_ns, key)
         if f"{key}.gz" in self.worthless or not offers("gzip", accept_encoding):
             return None
         path = self.folder / f"{key}.gz"
@@ -132,18 +138,19 @@ class CompressedStore:
             future = self.pending.get(key)
             if future is None:
                 loop = asyncio.get_running_loop()
-                future = loop.run_in_executor(self.executor, self._make, _gzip, source, path,
-                                              status.st_mtime_ns, key)
+                future = loop.run_in_executor(self.executor, self._make, _gzip, source, content,
+                                              path, status.st_mtime_ns, key)
                 self.pending[key] = future
                 future.add_done_callback(lambda _: self.pending.pop(key, None))
             if not await future:
                 return None
         return Encoded(source, str(path), "gzip")
 
-    def _make(self, compress, source: str, path: Path, mtime_ns: int, key: str) -> bool:
+    def _make(self, compress, source: str, content: bytes | None, path: Path, mtime_ns: int,
+              key: str) -> bool:
         """Writes `path` (whole or not at all); False when the copy would not save enough."""
         try:
-            data = Path(source).read_bytes()
+            data = Path(source).read_bytes() if content is None else content
             packed = compress(data)
             if len(packed) > len(data) * WORTH_IT:
                 self.worthless.add(f"{key}{path.suffix}")  # a set's add is atomic under the GIL
@@ -213,8 +220,18 @@ class PrecompressedMixin:
             found = self.get_absolute_path(self.root, self.path)
             source = self.validate_absolute_path(self.root, found)  # raises 403/404 as the base
             if source and compressible(source):
-                self._encoded = await self.compressed_store.encoded(source, accept_encoding)
+                self._encoded = await self.compressed_store.encoded(
+                    source, accept_encoding, self._rewritten(source))
         await super().get(path, include_body)
+
+    def _rewritten(self, source: str) -> bytes | None:
+        """What a handler that rewrites its files (ThemesHandler: URLs in CSS) sends for `source`;
+        None for a handler that sends files as they are."""
+        if rewrites_nothing(type(self)):
+            return None
+        self.absolute_path = source  # as the base's get() sets it, which get_content reads
+        content = self.get_content(source)
+        return content if isinstance(content, bytes) else b"".join(content)
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         # Every check runs on the original; only then is its copy put in its place.
@@ -247,12 +264,13 @@ def precompressed(handler: type[FileFindHandler], store: CompressedStore) -> typ
                 {"compressed_store": store})
 
 
-def serves_files_as_they_are(handler: type) -> bool:
-    """A static-file handler that sends files unchanged (ThemesHandler rewrites its CSS: not it)."""
-    return (isinstance(handler, type) and issubclass(handler, FileFindHandler)
-            and all(inspect.getattr_static(handler, name)
-                    is inspect.getattr_static(web.StaticFileHandler, name)
-                    for name in ("get_content", "get_content_size")))
+def rewrites_nothing(handler: type) -> bool:
+    """Whether a static-file handler sends its files unchanged (ThemesHandler rewrites its CSS's
+    URLs: its copies are made of what it sends; a copy's own name ends in .gz or .br, which it
+    sends unchanged)."""
+    return all(inspect.getattr_static(handler, name)
+               is inspect.getattr_static(web.StaticFileHandler, name)
+               for name in ("get_content", "get_content_size"))
 
 
 def install(app: web.Application, store: CompressedStore) -> int:
@@ -268,7 +286,8 @@ def install(app: web.Application, store: CompressedStore) -> int:
             target = rule.target
             if isinstance(target, Router):
                 routers.append(target)
-            elif serves_files_as_they_are(target) and not issubclass(target, PrecompressedMixin):
+            elif (isinstance(target, type) and issubclass(target, FileFindHandler)
+                  and not issubclass(target, PrecompressedMixin)):
                 if target not in made:
                     made[target] = precompressed(target, store)
                 rule.target = made[target]
