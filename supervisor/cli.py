@@ -18,7 +18,7 @@ import typer
 
 from supervisor import __version__, hints, idle
 from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, describe
-from supervisor.settings import Settings, settings_path_from_env
+from supervisor.settings import DEFAULT_SETTINGS_PATH, Settings, settings_path_from_env
 from supervisor.status import PASSWORD_SIGNAL, RELOAD_SIGNAL, DaemonStatus, running_daemon
 
 RELOAD_WAIT_MARGIN = 30.0
@@ -285,7 +285,8 @@ def reload(settings: SettingsOption = None) -> None:
             for line in now.reload.errors:
                 typer.echo(f"warning: {line}", err=True)
             return
-    where = " (journalctl -u jupyter-remote)" if hints.invocation(_path(settings)).sudo else ""
+    # Only the installed service's log is in the journal; scripts/run's is on its terminal.
+    where = " (journalctl -u jupyter-remote)" if _path(settings) == DEFAULT_SETTINGS_PATH else ""
     raise JupyterRemoteError(f"reload: the daemon did not answer in time; see its log{where}")
 
 

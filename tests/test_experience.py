@@ -24,9 +24,10 @@ from support import (
     JUPYTER_REMOTE, JupyterClient, NetworkNamespace, StandInMetadataService, wait_until,
 )
 
+from supervisor.hints import Invocation
 from supervisor.public_address import Candidates, choose, primary_address
 from supervisor.render import serving_url
-from supervisor.settings import Server, Settings, Tls
+from supervisor.settings import DEFAULT_SETTINGS_PATH, Server, Settings, Tls
 from supervisor.tls.names import IMDS_URL_VARIABLE
 
 
@@ -45,7 +46,8 @@ class Terminal:
         cookies = "; ".join(f"{c.name}={c.value}" for c in client.session.cookies)
         self.socket = websocket.create_connection(
             f"{url}/terminals/websocket/{self.name}", cookie=cookies, timeout=30,
-            sslopt={"ca_certs": client.verify}, header={"X-XSRFToken": client.session.cookies["_xsrf"]},
+            sslopt={"ca_certs": client.verify},
+            header={"X-XSRFToken": client.session.cookies["_xsrf"]},
         )
         self.screen = ""
 
@@ -56,7 +58,8 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while until not in self.screen[start:]:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{until!r} not on the screen within {timeout} s:\n{self.screen}")
+                raise AssertionError(
+                    f"{until!r} not on the screen within {timeout} s:\n{self.screen}")
             self.socket.settimeout(max(0.1, deadline - time.monotonic()))
             message: list[Any] = json.loads(self.socket.recv())
             if message[0] == "stdout":
@@ -228,6 +231,16 @@ def printed(pattern: str, text: str) -> str:
     return found.group(1)
 
 
+def test_hints_for_the_installed_service_and_for_a_checkout() -> None:
+    service = Invocation("jupyter-remote", DEFAULT_SETTINGS_PATH, sudo=True)
+    assert service.command("cert", "ca") == "sudo jupyter-remote cert ca"
+    checkout = Invocation("/home/a b/jr/.venv-run/bin/jupyter-remote",
+                          Path("/home/a b/jr/.run/s.toml"), sudo=False)
+    assert shlex.split(checkout.command("password")) == [
+        "/home/a b/jr/.venv-run/bin/jupyter-remote", "password", "--settings",
+        "/home/a b/jr/.run/s.toml"]
+
+
 def test_every_printed_command_works_as_printed_when_tried_from_a_checkout(
         make_settings, start_daemon, folder: Path) -> None:
     if shutil.which("jupyter-remote", path=BARE_ENV["PATH"]):
@@ -266,8 +279,10 @@ def test_every_printed_command_works_as_printed_when_tried_from_a_checkout(
     # The log's way to change the password; then the banner no longer points at a removed file.
     change = printed(r"change it with: (.+)\)$", daemon.log())
     shell_on_a_terminal(change, [("New password:", "a new secret"), ("Repeat it:", "a new secret")])
-    client = JupyterClient(f"https://127.0.0.1:{settings_port(settings)}", str(folder / "state/tls/ca/ca.pem"))
-    wait_until(lambda: client.login("a new secret").status_code == 302, 30, "login with the new password")
+    client = JupyterClient(f"https://127.0.0.1:{settings_port(settings)}",
+                           str(folder / "state/tls/ca/ca.pem"))
+    wait_until(lambda: client.login("a new secret").status_code == 302, 30,
+               "a login with the new password")
     banner = subprocess.run([REPO / "scripts/banner", JUPYTER_REMOTE, str(settings)],
                             capture_output=True, text=True, timeout=30, check=True).stdout
     assert "initial-password" not in banner, banner

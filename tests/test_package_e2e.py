@@ -117,9 +117,9 @@ REFERENCE = "usr/share/doc/jupyter-remote/settings.toml.reference"
 
 
 @pytest.fixture(scope="module")
-def next_release(package: Path) -> Path:
+def next_release(package: Path) -> Iterator[Path]:
     """The next release as users get it: a newer version whose settings reference documents more.
-    Repacked from the package in seconds (the same files otherwise) rather than built again."""
+    Repacked from the package (about 10 s; the same files otherwise) rather than built again."""
     work = Path(tempfile.mkdtemp(prefix="jupyter-remote-next-"))
     try:
         tree = work / "tree"
@@ -139,9 +139,10 @@ def next_release(package: Path) -> Path:
         built = package.parent / f"jupyter-remote_{version}+next_{arch}.deb"
         subprocess.run(["dpkg-deb", "-Zgzip", "-z1", "--build", str(tree), str(built)], check=True,
                        capture_output=True, timeout=600)
-        return built
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    yield built
+    built.unlink(missing_ok=True)
 
 
 # --- the container ----------------------------------------------------------------------------------
