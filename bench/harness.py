@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 # The test harness's real parts: notify socket, daemon process, login form and kernel websocket.
-from support import (
+from support import (  # noqa: E402 - importable once tests/ is on sys.path, above
     Account,
     DaemonProcess,
     JupyterClient,

@@ -153,7 +153,7 @@ def _lags(replies: list[tuple[float, Reply]], renewed: list[float], fingerprints
     for at, reply in replies:
         if reply.fingerprint and reply.fingerprint not in first_seen:
             first_seen[reply.fingerprint] = at
-    lags = [first_seen[f] - t for f, t in zip(fingerprints, renewed) if f in first_seen]
+    lags = [first_seen[f] - t for f, t in zip(fingerprints, renewed, strict=True) if f in first_seen]
     return {"served": len(lags), "median_s": median(lags), "max_s": max(lags, default=float("nan"))}
 
 

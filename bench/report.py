@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -69,7 +70,7 @@ def _met(ok: bool | None) -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_f(cell) for cell in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 # --- the document ------------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def _tls_missed(t: dict[str, Any]) -> list[str]:
 
 def _rss_missed(ours: dict[str, Any], theirs: dict[str, Any], profile: dict[str, Any]) -> list[str]:
     steps = profile.get("rss_mib") or [("python alone", math.nan)]
-    deltas = sorted(((mib - previous, label) for (label, mib), (_, previous) in zip(steps[1:], steps)),
+    deltas = sorted(((mib - previous, label) for (_, previous), (label, mib) in itertools.pairwise(steps)),
                     reverse=True)
     return [
         f"- **RSS** ({ours['rss_mib']:.1f} MiB against supervisord's {theirs['rss_mib']:.1f}; the goal is "

@@ -166,4 +166,4 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]

@@ -37,7 +37,7 @@ def run(lab: Lab, connections: int) -> dict[str, Any]:
         times: dict[str, list[float]] = {name: [] for name in servers}
         failures = {name: 0 for name in servers}
         cpu = {name: 0.0 for name in servers}
-        for name, (port, _) in servers.items():  # warm-up: not counted
+        for port, _ in servers.values():  # warm-up: not counted
             for _ in range(BLOCK):
                 fresh_request(port, context)
         for _ in range(max(1, connections // BLOCK)):

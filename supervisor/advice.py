@@ -11,7 +11,7 @@ _TRUST_XHEADERS = re.compile(r"^--?(?:\w+\.)?trust[_-]xheaders(?:=(.*))?$", re.I
 _FALSE = {"false", "0", "no", "off"}
 
 
-def trusts_xheaders(extra_args: list[str]) -> bool:
+def trusts_xheaders(extra_args: tuple[str, ...] | list[str]) -> bool:
     """Whether these `jupyter lab` arguments turn trust_xheaders on (the last one wins, as in
     traitlets)."""
     trusted = False

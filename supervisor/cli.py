@@ -17,7 +17,13 @@ from collections.abc import Callable
 import typer
 
 from supervisor import __version__, hints, idle
-from supervisor.errors import JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, describe
+from supervisor.errors import (
+    JupyterRemoteError,
+    NotRunning,
+    ReloadRejected,
+    SettingsError,
+    describe,
+)
 from supervisor.settings import DEFAULT_SETTINGS_PATH, Settings, settings_path_from_env
 from supervisor.status import PASSWORD_SIGNAL, RELOAD_SIGNAL, DaemonStatus, running_daemon
 
@@ -27,7 +33,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="A supervised, password-protected HTTPS JupyterLab as one systemd service.",
 )
-cert_app = typer.Typer(no_args_is_help=True, help="The TLS certificate: show, renew, or print the local CA.")
+cert_app = typer.Typer(no_args_is_help=True,
+                       help="The TLS certificate: show, renew, or print the local CA.")
 app.add_typer(cert_app, name="cert")
 
 SettingsOption = Annotated[
@@ -51,7 +58,9 @@ def _main(
     pass
 
 
-def command(group: typer.Typer = app, name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+def command(
+    group: typer.Typer = app, name: str | None = None
+) -> Callable[[Callable[..., Any]], Any]:
     """Register a command whose errors leave as one-line messages and the mapped exit code."""
 
     def register(function: Callable[..., Any]) -> Any:
@@ -117,7 +126,8 @@ def check(settings: SettingsOption = None) -> None:
     if loaded.auth.password_hash:
         typer.echo(f"password:    set inline ([auth] password_hash in {loaded.source})")
         if os.stat(loaded.source).st_mode & 0o004:
-            typer.echo(f"warning: {loaded.source} holds the password hash and is readable by everyone: "
+            typer.echo(f"warning: {loaded.source} holds the password hash and is readable by "
+                       "everyone: "
                        f"chmod 600 {loaded.source}", err=True)
     elif hashed:
         typer.echo(f"password:    set ({loaded.password_path})")
@@ -160,14 +170,16 @@ def render(settings: SettingsOption = None) -> None:
     typer.echo(json.dumps(render_config(loaded, inputs), indent=2))
 
 
-# --- password ---------------------------------------------------------------------------------------
+# --- password -------------------------------------------------------------------------------------
 
 
 @command()
 def password(
     settings: SettingsOption = None,
-    stdin: Annotated[bool, typer.Option("--stdin", help="Read one line from standard input.")] = False,
-    print_hash: Annotated[bool, typer.Option("--print", help="Print the hash instead of saving it.")] = False,
+    stdin: Annotated[bool, typer.Option(
+        "--stdin", help="Read one line from standard input.")] = False,
+    print_hash: Annotated[bool, typer.Option(
+        "--print", help="Print the hash instead of saving it.")] = False,
 ) -> None:
     """Set the password (asked twice, without echo); a running server applies it at once."""
     from supervisor import passwords
@@ -197,7 +209,7 @@ def password(
         typer.echo("the running server applies it within a second; earlier sessions are logged out")
 
 
-# --- cert ---------------------------------------------------------------------------------------------
+# --- cert -----------------------------------------------------------------------------------------
 
 
 @command(cert_app, "show")
@@ -225,7 +237,8 @@ def cert_renew(settings: SettingsOption = None) -> None:
     if outcome.error:  # acme mode: the CA did not issue; the live certificate is unchanged
         raise JupyterRemoteError(f"cert renew: {outcome.error}")
     what = "issued" if outcome.issued else "unchanged (certbot's files are already live)"
-    typer.echo(f"certificate {what}: version {outcome.version}, valid until {outcome.not_after[:10]}")
+    typer.echo(f"certificate {what}: version {outcome.version}, "
+               f"valid until {outcome.not_after[:10]}")
     typer.echo("a running server serves it to new connections within a second")
     for notice in outcome.notices:
         typer.echo(f"notice: {notice}")
@@ -233,7 +246,8 @@ def cert_renew(settings: SettingsOption = None) -> None:
 
 @command(cert_app, "ca")
 def cert_ca(settings: SettingsOption = None) -> None:
-    """Print the local CA certificate (PEM), to import into a browser or the system's trust store."""
+    """Print the local CA certificate (PEM), to import into a browser or the system's trust
+    store."""
     from supervisor.layout import layout_of
 
     loaded = _load(settings)
@@ -241,7 +255,8 @@ def cert_ca(settings: SettingsOption = None) -> None:
         raise JupyterRemoteError('cert ca: nothing to trust in [tls] mode = "acme": the '
                                  "certificate comes from a CA browsers already trust (cert show)")
     if loaded.tls.mode != "self-signed":
-        raise JupyterRemoteError(f'cert ca: there is no local CA in [tls] mode = "{loaded.tls.mode}"')
+        raise JupyterRemoteError(
+            f'cert ca: there is no local CA in [tls] mode = "{loaded.tls.mode}"')
     path = layout_of(loaded).store.ca_certificate
     try:
         typer.echo(path.read_text(), nl=False)
@@ -250,7 +265,7 @@ def cert_ca(settings: SettingsOption = None) -> None:
                                  f"`{hints.command(loaded.source, 'run')}` makes it") from None
 
 
-# --- reload, status -----------------------------------------------------------------------------------
+# --- reload, status -------------------------------------------------------------------------------
 
 
 def _running(settings: Path | None) -> tuple[Path, DaemonStatus]:
@@ -315,7 +330,8 @@ def status(
         typer.echo(json.dumps(daemon.public(), indent=1))
         return
     uptime = datetime.now(UTC) - datetime.fromisoformat(daemon.started)
-    typer.echo(f"jupyter-remote is {daemon.state} (pid {daemon.pid}, Jupyter pid {daemon.jupyter_pid})")
+    typer.echo(f"jupyter-remote is {daemon.state} "
+               f"(pid {daemon.pid}, Jupyter pid {daemon.jupyter_pid})")
     typer.echo(f"URL:          {daemon.url}")
     typer.echo(f"up:           {str(uptime).split('.')[0]} since {daemon.started}")
     typer.echo(f"restarts:     {daemon.restarts}")
@@ -327,10 +343,11 @@ def status(
         typer.echo(f"last error:   {daemon.last_error}")
     if daemon.restart_pending:
         typer.echo(f"restart pending: upgraded to {daemon.restart_pending}; "
-                   "restart when convenient (systemctl restart jupyter-remote; running kernels stop)")
+                   "restart when convenient (systemctl restart jupyter-remote; "
+                   "running kernels stop)")
 
 
-# --- entry point ----------------------------------------------------------------------------------------
+# --- entry point ----------------------------------------------------------------------------------
 
 
 def main() -> None:

@@ -15,15 +15,18 @@ from supervisor.settings import Settings
 from supervisor.tls.store import challenge_dir
 
 EXTENSION = "jupyter_remote_ext"
-# The front-end piece of the idle warning: prebuilt, found through LabServerApp.extra_labextensions_path.
+# The front-end piece of the idle warning: prebuilt, found through
+# LabServerApp.extra_labextensions_path.
 LABEXTENSIONS = Path(__file__).parent / "inside_jupyter" / "labextensions"
 # Enabled by name so that a stray config elsewhere cannot switch them off; notebook serves /tree.
-SERVER_EXTENSIONS = ("jupyterlab", "notebook", "jupyter_server_terminals", "jupyter_lsp", "notebook_shim")
+SERVER_EXTENSIONS = (
+    "jupyterlab", "notebook", "jupyter_server_terminals", "jupyter_lsp", "notebook_shim")
 
 
 @dataclass(frozen=True)
 class JupyterInputs:
-    """What the configuration needs besides the settings: the account, the secret and the TLS files."""
+    """What the configuration needs besides the settings: the account, the secret, the TLS
+    files."""
 
     home: Path
     hashed_password: str

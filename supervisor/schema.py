@@ -127,9 +127,10 @@ def _acme_directory(value: str) -> str:
     # The account key signs every request, but the directory itself (and so which server gets
     # them) is trusted only through HTTPS; plain HTTP is for a test CA on this machine alone.
     parsed = urllib.parse.urlsplit(value)
+    host = parsed.hostname or ""
     try:
-        host_is_loopback = bool(parsed.hostname) and (
-            parsed.hostname == "localhost" or ipaddress.ip_address(parsed.hostname).is_loopback)
+        host_is_loopback = bool(host) and (
+            host == "localhost" or ipaddress.ip_address(host).is_loopback)
     except ValueError:
         host_is_loopback = False
     if parsed.scheme not in ("https", "http") or not parsed.hostname:
@@ -147,7 +148,8 @@ def _email_or_empty(value: str) -> str:
 
 def _password_hash(value: str) -> str:
     if value and not looks_like_password_hash(value):
-        _fail('must be a hash as printed by "jupyter-remote password --print" (argon2:$argon2id$...)')
+        _fail('must be a hash as printed by "jupyter-remote password --print" '
+              '(argon2:$argon2id$...)')
     return value
 
 
@@ -168,7 +170,8 @@ def _requirement(value: str) -> str:
 Text = Annotated[str, AfterValidator(_printable)]
 Port = Annotated[int, AfterValidator(_between(1, 65535))]
 Seconds = Annotated[float, AfterValidator(_between(1, 3600))]
-Minutes = Annotated[float, AfterValidator(_between(0, 525_600))]  # fractions allowed; a year at most
+# Fractions allowed; a year at most.
+Minutes = Annotated[float, AfterValidator(_between(0, 525_600))]
 
 
 class _Section(BaseModel):
@@ -259,7 +262,8 @@ def validate(document: dict[str, Any], path: Path, *, euid: int) -> Settings:
     try:
         model = SettingsModel.model_validate(document)
     except ValidationError as error:
-        raise SettingsError(*(f"{path}: {_describe(e, document)}" for e in error.errors())) from None
+        lines = (f"{path}: {_describe(e, document)}" for e in error.errors())
+        raise SettingsError(*lines) from None
     settings = Settings.from_sections(model.model_dump(), path)
     problems = _cross_checks(settings, euid)
     if problems:
@@ -288,7 +292,8 @@ def _cross_checks(settings: Settings, euid: int) -> list[str]:
     if tls.mode == "acme":
         problems += _acme_checks(settings)
     if server.jupyter and not os.access(server.jupyter, os.X_OK):
-        problems.append(f"[server] jupyter: not an executable file, got {json.dumps(server.jupyter)}")
+        problems.append(
+            f"[server] jupyter: not an executable file, got {json.dumps(server.jupyter)}")
     if euid == 0:
         # Run by root, the daemon serves as server.user; run by anyone else, as themselves.
         try:
@@ -300,7 +305,8 @@ def _cross_checks(settings: Settings, euid: int) -> list[str]:
             )
         else:
             if account.pw_uid == 0:
-                problems.append(f"[server] user: must not be root (uid 0), got {json.dumps(server.user)}")
+                problems.append(
+                    f"[server] user: must not be root (uid 0), got {json.dumps(server.user)}")
             else:
                 group = privileged_group(account)
                 if group:
@@ -397,7 +403,8 @@ def _describe(error: Any, document: dict[str, Any]) -> str:
             hint = f" (did you mean [{owners[0]}] {section}?)" if owners else ""
             return f"{section}: a key outside any section{hint}"
         if not key_path:
-            return f"[{section}]: unknown section{_suggest(section, SettingsModel.model_fields, '[%s]')}"
+            suggestion = _suggest(section, SettingsModel.model_fields, "[%s]")
+            return f"[{section}]: unknown section{suggestion}"
         known = SettingsModel.model_fields[location[0]].annotation.model_fields  # type: ignore[union-attr]
         return f"{where}: unknown key{_suggest(_escape(str(key_path[-1])), known, '%s')}"
     if error["type"] == "jupyter_remote":

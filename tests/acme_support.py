@@ -14,7 +14,7 @@ import socket
 import ssl
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import requests
@@ -40,7 +40,7 @@ def free_udp_port() -> int:
 class LoopbackResolver(BaseResolver):
     """A 127.0.0.1 for every name under .test; an empty answer for anything else."""
 
-    def resolve(self, request, handler):  # noqa: ANN001 - dnslib's interface
+    def resolve(self, request, handler):
         reply = request.reply()
         name = str(request.q.qname).rstrip(".").lower()
         if request.q.qtype == QTYPE.A and name.endswith(".test"):
@@ -50,7 +50,7 @@ class LoopbackResolver(BaseResolver):
 
 def make_tls_pair(folder: Path) -> tuple[Path, Path, Path]:
     """A CA and a localhost/127.0.0.1 certificate it signed, for pebble's own HTTPS."""
-    now = datetime.now(timezone.utc) - timedelta(minutes=5)
+    now = datetime.now(UTC) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble test listener CA")])
     ca = (
@@ -114,7 +114,7 @@ class Pebble:
     def directory(self) -> str:
         return f"https://127.0.0.1:{self.port}/dir"
 
-    def start(self) -> "Pebble":
+    def start(self) -> Pebble:
         self.dns = DNSServer(LoopbackResolver(), port=self.dns_port, address="127.0.0.1")
         self.dns.start_thread()
         config = self.folder / "pebble-config.json"
@@ -194,6 +194,6 @@ def served_certificate(port: int, server_name: str, cafile: Path) -> x509.Certif
     """Handshake with 127.0.0.1:port as a browser would for `server_name`, verifying the chain
     against `cafile` and the name; returns the leaf served. Raises ssl.SSLError when it fails."""
     context = ssl.create_default_context(cafile=str(cafile))
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
-            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+          context.wrap_socket(raw, server_hostname=server_name) as tls):
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))

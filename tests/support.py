@@ -20,7 +20,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import psutil
 import requests
@@ -100,7 +101,7 @@ class NotifyListener:
         while self._running:
             try:
                 data = self.socket.recv(65536)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             with self._lock:
                 self.messages.append((time.monotonic(), data.decode()))
@@ -148,11 +149,11 @@ class DaemonProcess:
     def log_path(self) -> Path:
         return self.folder / f"daemon-{self.name}.log"
 
-    def start(self) -> "DaemonProcess":
+    def start(self) -> DaemonProcess:
         self.notify = NotifyListener(self.folder, self.on_notify)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env.update(NOTIFY_SOCKET=str(self.notify.path), **self.extra_env)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the daemon writes to it until stop()
         self.process = subprocess.Popen(
             [*self.prefix, JUPYTER_REMOTE, "run", "--settings", str(self.settings)],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -259,7 +260,7 @@ class JupyterClient:
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
-    def kernel(self, kernel_id: str) -> "KernelChannel":
+    def kernel(self, kernel_id: str) -> KernelChannel:
         return KernelChannel(self, kernel_id)
 
 
@@ -317,7 +318,7 @@ class StandInMetadataService:
     token, then GETs that present it."""
 
     def __init__(self, public_ipv4: str, public_hostname: str,
-                 namespace: "NetworkNamespace | None" = None) -> None:
+                 namespace: NetworkNamespace | None = None) -> None:
         self.answers = {"public-ipv4": public_ipv4, "public-hostname": public_hostname}
         self.requests: list[str] = []
         self.violations: list[str] = []
@@ -372,7 +373,8 @@ CLONE_NEWNET = 0x40000000
 
 class NetworkNamespace:
     """A network namespace of the test's own (root only): loopback up, and one interface (one end
-    of a veth pair whose other end is in there too) with an address and a default route through it, so "the machine's primary address" is known.
+    of a veth pair whose other end is in there too) with an address and a default route through it,
+    so "the machine's primary address" is known.
     Processes enter it through `prefix`; `run` calls a function on a thread inside it (a socket
     made there belongs to it). Nothing it holds reaches a real network."""
 

@@ -9,9 +9,10 @@ import socket
 import ssl
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -24,7 +25,7 @@ from supervisor import child, schema
 from supervisor.accounts import Account, serving_account
 from supervisor.errors import JupyterRemoteError, SettingsError
 from supervisor.passwords import hash_password
-from supervisor.render import JupyterInputs, render, root_dir
+from supervisor.render import JupyterInputs, render
 from supervisor.settings import Settings
 from supervisor.tls import acme, lifecycle
 from supervisor.tls.challenge_socket import bind_http_challenge_socket
@@ -32,7 +33,7 @@ from supervisor.tls.names import Names
 from supervisor.tls.store import CertificateStore
 
 DATA = Path(__file__).parent / "data"
-UTC = timezone.utc
+UTC = UTC
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -432,10 +433,10 @@ def handshake(port: int, name: str, protocols: list[str]) -> tuple[x509.Certific
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     context.set_alpn_protocols(protocols)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=name) as tls:
-            served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-            return served, tls.selected_alpn_protocol()
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+          context.wrap_socket(raw, server_hostname=name) as tls):
+        served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        return served, tls.selected_alpn_protocol()
 
 
 def test_while_a_challenge_is_pending_only_the_ca_gets_the_challenge_certificate(
@@ -578,10 +579,9 @@ def test_tls_alpn01_through_the_daemon_renews_live_under_load(serve, pebble, fol
             assert outcome.issued and not outcome.error, outcome
             issued.add(outcome.sha256)
             wait_until(
-                lambda: (
+                lambda wanted=outcome.sha256: (
                     (served := verifies(serving.port, "127.0.0.1", root)) is not None
-                    and fingerprint_of(served.public_bytes(serialization.Encoding.DER))
-                    == outcome.sha256
+                    and fingerprint_of(served.public_bytes(serialization.Encoding.DER)) == wanted
                 ),
                 10,
                 f"certificate {number + 1} from pebble served",

@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 import requests
 from support import wait_until

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import socket
 import ssl
 import time
+from pathlib import Path
 
 import psutil
 import requests
@@ -75,7 +77,7 @@ def test_first_start_password_file_and_no_secret_in_logs_commands_or_environment
     assert len(processes) >= 3  # the daemon, Jupyter and a kernel at least
     for process in processes:
         cmdline = " ".join(process.cmdline())
-        environ = open(f"/proc/{process.pid}/environ", "rb").read().decode(errors="replace")
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace")
         assert not any(s in cmdline or s in environ for s in secrets), process
     jupyter = psutil.Process(serving.daemon.status()["jupyter_pid"])
     assert jupyter.uids().real != 0
@@ -87,7 +89,7 @@ def test_watchdog_pings_at_half_the_interval(make_settings, start_daemon):
     first = daemon.notify.wait_for("WATCHDOG=1", 5)
     time.sleep(3)
     pings = [t for t, m in daemon.notify.messages if m == "WATCHDOG=1" and t >= first]
-    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert len(gaps) >= 4
     assert all(0.3 < gap < 0.8 for gap in gaps), gaps
 
@@ -216,11 +218,11 @@ def test_password_change_applies_live_without_restarting_jupyter(serving):
 def test_cert_renew_reaches_new_connections_without_a_restart(serving):
     def served_fingerprint() -> str:
         context = ssl.create_default_context(cafile=serving.ca)
-        with socket.create_connection(("127.0.0.1", serving.port), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                import hashlib
+        with (socket.create_connection(("127.0.0.1", serving.port), timeout=5) as raw,
+              context.wrap_socket(raw, server_hostname="127.0.0.1") as tls):
+            import hashlib
 
-                return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+            return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
 
     before = served_fingerprint()
     jupyter_pid = serving.daemon.status()["jupyter_pid"]

@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -152,7 +153,9 @@ class Container:
     """A booted container: commands run inside with nsenter, files are read through /proc/<pid>/root."""
 
     def __init__(self, root: Path, dist: Path) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="jupyter-remote-e2e-", suffix=".log", delete=False)
+        # The container writes to it for its whole life: closed in destroy().
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="jupyter-remote-e2e-", suffix=".log", delete=False)
         self.nspawn = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--volatile=overlay", "--private-network", "--register=no",
              "--keep-unit", f"--machine=jr-e2e-{os.getpid()}", "--directory", str(root),
@@ -201,7 +204,8 @@ class Container:
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )
         if check:
-            assert result.returncode == 0, f"{' '.join(argv)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+            said = f"{result.stdout}\n{result.stderr}"
+            assert result.returncode == 0, f"{' '.join(argv)}: exit {result.returncode}\n{said}"
         return result
 
     def path(self, inside: str) -> Path:
@@ -245,7 +249,8 @@ class Container:
                     continue
                 status = (process / "status").read_text().splitlines()
                 if uid in next(line for line in status if line.startswith("Uid:")).split()[1:]:
-                    found.append(f"{process.name} {(process / 'cmdline').read_bytes().replace(bytes(1), b' ').decode()}")
+                    cmdline = (process / "cmdline").read_bytes().replace(bytes(1), b" ").decode()
+                    found.append(f"{process.name} {cmdline}")
             except (OSError, StopIteration):
                 continue  # gone meanwhile
         return found
@@ -352,7 +357,8 @@ def line(name, data):
 files = {
     "e2e_own_package.py": b"ANSWER = 42\n",
     "e2e_own_package-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: e2e-own-package\nVersion: 1.0\n",
-    "e2e_own_package-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "e2e_own_package-1.0.dist-info/WHEEL":
+        b"Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
 }
 wheel = os.path.join(tempfile.mkdtemp(), "e2e_own_package-1.0-py3-none-any.whl")
 with zipfile.ZipFile(wheel, "w") as archive:

@@ -368,7 +368,7 @@ def test_check_warns_about_trust_xheaders_on_a_public_address(tmp_path, account)
 # --- property-based: whatever the document, the loader accepts or raises our own error ---------
 
 KEYS = {
-    section: list(model.annotation.model_fields) + ["bogus"]
+    section: [*model.annotation.model_fields, "bogus"]
     for section, model in SettingsModel.model_fields.items()
 }
 scalars = st.one_of(

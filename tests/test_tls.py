@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from supervisor.tls.names import IMDS_URL_VARIABLE, Names
 from supervisor.tls.policy import renewal_reason, within_constraints
 from supervisor.tls.store import CertificateStore
 
-T0 = datetime(2030, 6, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -125,10 +125,10 @@ class TlsServer:
         client = ssl.create_default_context(cafile=str(ca_file))
         for attribute, version in versions.items():
             setattr(client, attribute, version)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
-            with client.wrap_socket(raw, server_hostname=server_hostname) as tls:
-                assert tls.recv(2) == b"ok"
-                return tls.version() or ""
+        with (socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw,
+              client.wrap_socket(raw, server_hostname=server_hostname) as tls):
+            assert tls.recv(2) == b"ok"
+            return tls.version() or ""
 
     def close(self) -> None:
         self.running = False
@@ -230,10 +230,13 @@ def test_file_modes_and_owners(tls_settings, account):
 
     # What those bits mean to the Jupyter account: its key to read, not to change; the CA's key
     # not at all; the lock not at all (holding it would stall every renewal).
+    attempts = [(str(store.keyfile), "rb"), (str(store.keyfile), "r+b"), (str(store.ca_key), "rb"),
+                (str(store.root / ".lock"), "rb")]
     result = run_as(account, (
         "import fcntl\n"
-        f"for path, how in {[(str(store.keyfile), 'rb'), (str(store.keyfile), 'r+b'), (str(store.ca_key), 'rb'), (str(store.root / '.lock'), 'rb')]!r}:\n"
-        "    try:\n        fcntl.flock(open(path, how), fcntl.LOCK_EX | fcntl.LOCK_NB); print('opened', how, path)\n"
+        f"for path, how in {attempts!r}:\n"
+        "    try:\n"
+        "        fcntl.flock(open(path, how), fcntl.LOCK_EX | fcntl.LOCK_NB); print('opened', how, path)\n"
         "    except PermissionError:\n        print('denied', how, path)\n"
     ))
     assert result.returncode == 0, result.stderr
@@ -278,7 +281,7 @@ def test_the_ca_cannot_vouch_for_a_name_outside_its_constraints(tls_settings, tl
     server = tls_server(rogue_dir)
     # OpenSSL refuses every name of a leaf with one DNS name outside the constraints.
     for name in ("www.example.com", "127.0.0.1"):
-        with pytest.raises(ssl.SSLCertVerificationError, match="name constraint|permitted"):
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"name constraint|permitted"):
             server.handshake(store.ca_certificate, name)
 
 

@@ -43,9 +43,9 @@ def served_fingerprint(port: int, ca: str, **versions: ssl.TLSVersion) -> tuple[
     context = ssl.create_default_context(cafile=ca)
     for attribute, version in versions.items():
         setattr(context, attribute, version)
-    with socket.create_connection(("127.0.0.1", port), timeout=CONNECTION_BOUND) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            return fingerprint_of(tls.getpeercert(binary_form=True)), tls.version() or ""
+    with (socket.create_connection(("127.0.0.1", port), timeout=CONNECTION_BOUND) as raw,
+          context.wrap_socket(raw, server_hostname="127.0.0.1") as tls):
+        return fingerprint_of(tls.getpeercert(binary_form=True)), tls.version() or ""
 
 
 @dataclass
@@ -80,22 +80,22 @@ class Prober:
     def _connect_once(self) -> None:
         deadline = time.monotonic() + CONNECTION_BOUND
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=CONNECTION_BOUND) as raw:
-                with self._context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                    served = fingerprint_of(tls.getpeercert(binary_form=True))
-                    self.seen.add(served)
-                    self.served.append((time.monotonic(), served))
-                    tls.sendall(f"GET /api HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                                "Connection: close\r\n\r\n".encode())
-                    answer = b""
-                    while time.monotonic() < deadline:
-                        tls.settimeout(max(deadline - time.monotonic(), 0.01))
-                        chunk = tls.recv(65536)
-                        if not chunk:
-                            break
-                        answer += chunk
-                    else:
-                        raise TimeoutError("no complete answer")
+            with (socket.create_connection(("127.0.0.1", self.port), timeout=CONNECTION_BOUND) as raw,
+                  self._context.wrap_socket(raw, server_hostname="127.0.0.1") as tls):
+                served = fingerprint_of(tls.getpeercert(binary_form=True))
+                self.seen.add(served)
+                self.served.append((time.monotonic(), served))
+                tls.sendall(f"GET /api HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                            "Connection: close\r\n\r\n".encode())
+                answer = b""
+                while time.monotonic() < deadline:
+                    tls.settimeout(max(deadline - time.monotonic(), 0.01))
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                else:
+                    raise TimeoutError("no complete answer")
             if not answer.startswith(b"HTTP/1.1 200"):
                 self.failures.append(f"answer: {answer[:60]!r}")
         except TimeoutError:

@@ -23,7 +23,7 @@ from pathlib import Path
 import websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from support import JupyterClient  # noqa: E402 - the tests folder is not a package
+from support import JupyterClient
 
 CA_FILE = "var/lib/jupyter-remote/tls/ca/ca.pem"
 PASSWORD_FILE = "etc/jupyter-remote/initial-password"

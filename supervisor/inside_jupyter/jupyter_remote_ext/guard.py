@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from tornado import httputil
 from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.iostream import IOStream
 
 from .login import client_key
 
@@ -95,7 +96,7 @@ class ConnectionGuard:
         self.per_address = per_address
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.total = min(TOTAL_MAX, max(soft // TOTAL_SHARE, PER_ADDRESS))
-        self.streams: dict[object, Tracked] = {}  # every open connection, by its stream
+        self.streams: dict[IOStream, Tracked] = {}  # every open connection, by its stream
         self.unauthenticated: Counter[str] = Counter()
         self.unauthenticated_total = 0
         self.refusals = Refusals()
@@ -192,7 +193,8 @@ class ConnectionGuard:
 
     def _start_request(self, server_conn, request_conn) -> httputil.HTTPMessageDelegate:
         delegate = self._tornado_start_request(server_conn, request_conn)
-        tracked = self.streams.get(getattr(request_conn, "stream", None))
+        stream = getattr(request_conn, "stream", None)
+        tracked = self.streams.get(stream) if stream is not None else None
         if tracked is None or tracked.authenticated:
             return delegate
         return _Activity(delegate, tracked)

@@ -1,4 +1,5 @@
-"""What changes in a running Jupyter without a restart: the certificate, and the live settings file."""
+"""What changes in a running Jupyter without a restart: the certificate, and the live settings
+file."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class LiveWatcher:
             self.log.exception("jupyter-remote: applying a live change failed")
 
     def check_tls(self):
+        assert self.live_tls_dir is not None  # called only when Jupyter serves TLS
         # The live folder is a symlink to a version folder; resolving it once reads a matched pair.
         version = os.path.realpath(self.live_tls_dir)
         if version == self.tls_version:
@@ -67,13 +69,16 @@ class LiveWatcher:
         try:
             context = build_tls_context(version)
         except (OSError, ssl.SSLError) as error:
-            self.log.warning("jupyter-remote: keeping the current certificate: %s: %s", version, error)
-            self.tls_version = version  # do not retry a bad version every second; a new one will come
+            self.log.warning("jupyter-remote: keeping the current certificate: %s: %s",
+                             version, error)
+            # Do not retry a bad version every second; a new one will come.
+            self.tls_version = version
             return
         if self.acme is not None:
             self.acme.install(context)
         self.serverapp.http_server.ssl_options = context
-        self.log.info("jupyter-remote: serving certificate %s to new connections", os.path.basename(version))
+        self.log.info("jupyter-remote: serving certificate %s to new connections",
+                      os.path.basename(version))
         self.tls_version = version
 
     def check_live_file(self):
@@ -110,4 +115,5 @@ def apply_culling(kernel_manager, minutes: int) -> None:
         kernel_manager.cull_connected = True
         kernel_manager.cull_interval = 60
         kernel_manager.initialize_culler()
-    kernel_manager.log.info("jupyter-remote: idle kernels are culled after %s minutes (0 = never)", minutes)
+    kernel_manager.log.info("jupyter-remote: idle kernels are culled after %s minutes (0 = never)",
+                            minutes)

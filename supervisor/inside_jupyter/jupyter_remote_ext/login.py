@@ -32,7 +32,7 @@ try:  # jupyter_server >= 2.13 refuses unauthenticated handlers that are not mar
     from jupyter_server.auth.decorator import allow_unauthenticated
 except ImportError:  # pragma: no cover - older Jupyter Server
 
-    def allow_unauthenticated(method):
+    def allow_unauthenticated(method):  # type: ignore[misc]
         return method
 
 
@@ -162,8 +162,9 @@ class PasswordChecks:
     def _finished(self, answer: asyncio.Future, done: asyncio.Future) -> None:
         self.running = False
         if not answer.cancelled():
-            if done.exception() is not None:
-                answer.set_exception(done.exception())
+            error = done.exception()
+            if error is not None:
+                answer.set_exception(error)
             else:
                 answer.set_result(done.result())
         self._start_next()
@@ -187,7 +188,8 @@ class RemoteLoginHandler(LoginFormHandler):
     @allow_unauthenticated
     async def post(self):
         provider = self.identity_provider
-        address = self.request.remote_ip
+        assert isinstance(provider, RemoteIdentityProvider)  # the only provider we configure
+        address = self.request.remote_ip or ""
         client = client_key(address)
         limiter = provider.limiter
         wait = limiter.retry_after(client, time.monotonic())
@@ -196,7 +198,8 @@ class RemoteLoginHandler(LoginFormHandler):
             provider.report_login("refused", address)
             self.set_status(429)
             self.set_header("Retry-After", str(math.ceil(wait)))
-            self._render(message={"error": f"Too many failed logins. Try again in {math.ceil(wait)} s."})
+            error = f"Too many failed logins. Try again in {math.ceil(wait)} s."
+            self._render(message={"error": error})
             return
         # No await between the test above and begin(): concurrent POSTs cannot all slip through.
         limiter.begin(client)
@@ -231,7 +234,8 @@ class RemoteIdentityProvider(PasswordIdentityProvider):
     """Jupyter's password login, plus live changes and login protection."""
 
     live_file = Unicode("", config=True, help="JSON file of values the daemon changes live.")
-    rate_limit_per_minute = Int(10, config=True, help="Failed logins per address a minute; 0 = off.")
+    rate_limit_per_minute = Int(10, config=True,
+                                help="Failed logins per address a minute; 0 = off.")
     events_socket = Unicode("", config=True, help="Unix datagram socket where login attempts are "
                             "reported to jupyter-remote, which logs them.")
 
@@ -258,7 +262,7 @@ class RemoteIdentityProvider(PasswordIdentityProvider):
             self.log.warning("jupyter-remote: login event not reported: %s", error.strerror)
 
     @property
-    def login_handler_class(self):
+    def login_handler_class(self):  # type: ignore[override]  # a trait upstream; ours is fixed
         return RemoteLoginHandler
 
     def get_user(self, handler):

@@ -5,9 +5,9 @@ quarter; neither jupyter_server nor jupyterlab_server compresses them. Here ever
 of Jupyter (jupyter_server's FileFindHandler and its subclasses: /static/, /static/lab/,
 /lab/extensions/, /static/notebook/, the theme CSS under /lab/api/themes/) gets a subclass that
 answers a request offering gzip or br with a copy made once per file version (path, size, mtime;
-for theme CSS, which ThemesHandler rewrites with the server's own URL, also of what it sends) kept in
-a folder of the account's (~/.cache/jupyter-remote/static), so no request pays for compression
-twice, also after a restart.
+for theme CSS, which ThemesHandler rewrites with the server's own URL, also of what it sends)
+kept in a folder of the account's (~/.cache/jupyter-remote/static), so no request pays for
+compression twice, also after a restart.
 
 Only these files are compressed: they come from installed packages and carry no secret, and
 nothing a request says ends up in them. Never the HTML pages (they carry the _xsrf token), the
@@ -27,6 +27,7 @@ import hashlib
 import inspect
 import logging
 import os
+from typing import TYPE_CHECKING
 import tempfile
 import threading
 import time
@@ -47,7 +48,7 @@ try:  # jupyter_server >= 2.13 refuses unauthenticated handlers that are not mar
     from jupyter_server.auth.decorator import allow_unauthenticated
 except ImportError:  # pragma: no cover - older Jupyter Server
 
-    def allow_unauthenticated(method):
+    def allow_unauthenticated(method):  # type: ignore[misc]
         return method
 
 
@@ -205,7 +206,11 @@ def compressible(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in COMPRESSIBLE
 
 
-class PrecompressedMixin:
+# Mixed into FileFindHandler and its subclasses (precompressed()); type checkers see that base.
+_MixinBase = FileFindHandler if TYPE_CHECKING else object
+
+
+class PrecompressedMixin(_MixinBase):  # type: ignore[valid-type,misc]
     """Serves a compressed copy of a static file to a client that offers it; the rest: the base."""
 
     compressed_store: CompressedStore
