@@ -375,6 +375,8 @@ def test_with_the_limit_off_nothing_is_refused_and_checks_take_turns_between_add
     finally:
         api.stop()
     assert [a.status for a in attempts] == [401] * count and other_attempt.status == 302
+    # The daemon writes each line once Jupyter's report reaches its loop: a moment after the answer.
+    wait_until(lambda: len(login_lines(server.daemon.log())) >= count + 1, 10, "every login line")
     lines = login_lines(server.daemon.log())
     assert Counter(lines) == {"login failed from 127.0.0.1": count, "login succeeded from 127.0.0.2": 1}
     # Its turn came next, not after the 127.0.0.1 checks already waiting (arrival order would put
