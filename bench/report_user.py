@@ -106,15 +106,18 @@ def details(results: dict[str, Any]) -> list[str]:
         lines += ["### 1b. Jupyter's own start under the daemon", "",
                   (f"Jupyter's CPU from its spawn to its first answer (medians): "
                    f"{m['daemon_jupyter_cpu']:.2f} s under the daemon, {m['bare_jupyter_cpu']:.2f} s "
-                   "bare: what the daemon hands Jupyter (its environment, JUPYTER_PATH with the "
+                   f"bare ({m['daemon_jupyter_cpu'] / m['bare_jupyter_cpu']:.2f}×). Three runs on "
+                   "2026-12-01 on this shared machine gave 0.95×, 1.05× and 1.04×: within that "
+                   "spread, what the daemon hands Jupyter (its environment, JUPYTER_PATH with the "
                    "notebooks' environment, PYTHONPATH with our extension, the rendered config) "
-                   "does not make Jupyter's start slower. The extension itself adds about 1 ms of "
-                   "imports (`python -X importtime`, measured 2026-12-01: jupyter_remote_ext with "
-                   "static.py, live.py and login.py, after jupyter_server). CPU time is the figure to "
-                   "trust on a busy machine, where wall times move by seconds. What remains between "
-                   "daemon and bare on a quiet machine is the daemon's own time before it spawns "
-                   f"Jupyter ({m['spawn_delay'] * 1e3:.0f} ms median here; see the daemon's "
-                   "profile) and the gap to READY=1."), ""]
+                   "shows no cost. The extension itself adds about 1 ms of imports (`python -X "
+                   "importtime`: jupyter_remote_ext with static.py, live.py and login.py, after "
+                   "jupyter_server). CPU time is the figure to trust on a busy machine, where wall "
+                   "times move by seconds. What remains between daemon and bare is the daemon's own "
+                   f"time before it spawns Jupyter ({m['spawn_delay'] * 1e3:.0f} ms median here; see "
+                   "the daemon's profile) and the gap to READY=1; both are in the daemon, not in "
+                   "what it passes to Jupyter. Not done: py-spy (a sampling profiler) on Jupyter's "
+                   "start, which this spread would not resolve either."), ""]
     if "browser" in results:
         lines += _browser_details(results["browser"])
     if "kernels" in results:
