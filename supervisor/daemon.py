@@ -8,13 +8,11 @@ What to decide lives elsewhere, as pure functions: the backoff (states), the hea
 
 from __future__ import annotations
 
-import json
 import dataclasses
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from datetime import datetime, UTC
@@ -24,7 +22,6 @@ from supervisor import child, health, idle, loading, login_events, passwords, st
 from supervisor.errors import JupyterRemoteError, SettingsError, describe
 from supervisor.health import Answer, HealthTracker, ProbeRunner, Target, Verdict, local_address
 from supervisor.kernel_env import PackageJob
-from supervisor.files import write_atomic
 from supervisor.layout import layout_of, root_folder
 from supervisor.loop import Clock, SignalQueue, Timers
 from supervisor.notify import Notifier
@@ -518,14 +515,9 @@ class Daemon:
 
     def _idle_notice(self, notice: dict[str, str]) -> None:
         """The warning for open JupyterLabs, which poll it through the extension."""
-        if self.prepared is None:
-            return
-        mode, owner = self.prepared.layout.account_readable
-        try:
-            write_atomic(notice_file(self.settings), json.dumps(notice).encode(), mode=mode,
-                         owner=owner)
-        except OSError as error:
-            log.warning("cannot write the idle warning for JupyterLab: %s", error)
+        if self.prepared is not None:
+            mode, owner = self.prepared.layout.account_readable
+            idle.write_notice(notice_file(self.settings), notice, mode, owner)
 
     def _act_on_idle(self) -> None:
         settings = self.settings.idle
@@ -538,15 +530,7 @@ class Daemon:
             return
         log.warning("%s: powering the machine off, as [idle] action = \"poweroff\" says", why)
         self.notifier.status(f"Powering off: {why}")
-        try:
-            asked = subprocess.run(["systemctl", "--no-block", "poweroff"], capture_output=True,
-                                   text=True, timeout=30, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            log.error("cannot power the machine off: systemctl: %s", error)
-            return
-        if asked.returncode:
-            log.error("cannot power the machine off: systemctl poweroff: %s",
-                      asked.stderr.strip() or f"exit status {asked.returncode}")
+        idle.power_off()
 
     # --- status -------------------------------------------------------------------------------
 

@@ -282,3 +282,27 @@ def status_line(idle_seconds: float | None, action_at: str | None) -> str | None
     if idle_seconds is None:
         return None
     return f"idle:         {idle_seconds:.0f} s with nothing active; idle action due at {action_at}"
+
+
+def write_notice(path: Path, notice: dict[str, str], mode: int,
+                 owner: tuple[int, int] | None) -> None:
+    """The warning open JupyterLabs poll through the extension ({} withdraws it)."""
+    from supervisor.files import write_atomic
+
+    try:
+        write_atomic(path, json.dumps(notice).encode(), mode=mode, owner=owner)
+    except OSError as error:
+        log.warning("cannot write the idle warning for JupyterLab: %s", error)
+
+
+def power_off() -> None:
+    """Ask systemd to power the machine off (an EBS-backed EC2 instance then stops)."""
+    try:
+        asked = subprocess.run(["systemctl", "--no-block", "poweroff"], capture_output=True,
+                               text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.error("cannot power the machine off: systemctl: %s", error)
+        return
+    if asked.returncode:
+        log.error("cannot power the machine off: systemctl poweroff: %s",
+                  asked.stderr.strip() or f"exit status {asked.returncode}")
