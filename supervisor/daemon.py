@@ -48,6 +48,7 @@ class Daemon:
         self.probes = ProbeRunner(self.signals.wake)
         self.certificates = CertificateWatcher(self.timers, self._write_status, clock)
         self.packages = PackageJob()
+        self.packages_due = False  # the notebooks' environment to refresh once Jupyter serves
         self.backoff = Backoff()
         self.health = HealthTracker()
         self.state = State.STOPPED
@@ -141,7 +142,11 @@ class Daemon:
             self.login_events = login_events.open_socket(path, prepared.layout.account.gid)
         self.settings, self.prepared = settings, prepared
         self.certificates.watch(settings, prepared.layout.account, prepared.certificate)
-        self.packages.start(prepared.layout, prepared.kernel_env)  # Jupyter starts meanwhile
+        # pip may take minutes and competes with Jupyter's start for the CPU: once Jupyter serves.
+        if self.state is State.RUNNING:
+            self.packages.start(prepared.layout, prepared.kernel_env)
+        else:
+            self.packages_due = True
         self._configure_idle()
 
     def _start_jupyter(self) -> None:
@@ -187,11 +192,16 @@ class Daemon:
         self.timers.cancel("start deadline")
         self.serving_since = self.clock()
         self.last_error = ""
+        if self.prepared is not None and self.prepared.setup_problem:  # mended meanwhile
+            self.prepared = dataclasses.replace(self.prepared, setup_problem="")
         self.timers.after("probe", self.settings.supervise.health_interval, self._probe)
         self._set_state(State.RUNNING)
         log.info("serving %s", self.url)
         # READY=1 travels alone: a STATUS= in the same datagram could not lose it.
         self.notifier.ready(f"Serving {self.url}")
+        if self.packages_due and self.prepared is not None:
+            self.packages_due = False
+            self.packages.start(self.prepared.layout, self.prepared.kernel_env)
         if self.settings.tls.mode == "acme":  # the extension answers challenges from now on
             self.certificates.start_check()
         if self.restarting_for_reload:
@@ -215,7 +225,8 @@ class Daemon:
 
     def _back_off(self, reason: str, served_for: float = 0.0) -> None:
         delay = self.backoff.next_delay(served_for)
-        self.last_error = reason
+        problem = self.prepared.setup_problem if self.prepared else ""
+        self.last_error = f"{reason} ({problem})" if problem else reason
         when = f"in {delay:g} s" if delay else "now (it had served for a while)"
         log.error("Jupyter %s; starting it again %s", reason, when)
         self.timers.cancel("probe", "start deadline")

@@ -82,20 +82,27 @@ def layout_of(settings: Settings) -> Layout:
     return Layout(settings, serving_account(settings))
 
 
-def make_directories(layout: Layout) -> None:
+def make_directories(layout: Layout) -> str:
+    """Folders before Jupyter starts; returns what the account could not make ("" when none)."""
     for folder in (layout.settings.state_dir, layout.settings.runtime_dir):
         folder.mkdir(parents=True, exist_ok=True)
     mode, owner = (0o700, None) if layout.account.is_self else (0o750, (0, layout.account.gid))
     root_folder(layout.config_dir, mode, owner)
     if not layout.account.home.exists():
         _make_home(layout.account)
-    # As the account, never as root: root_dir is the account's to change. No check first: the
-    # account could change it between a check and a use; mkdir -p is a no-op when it exists.
+    # As the account, never as root: root_dir is the account's to change. The look first only
+    # saves a process on most starts; nothing relies on it (Jupyter starts in "/" and reports a
+    # root_dir that is gone by then).
+    if layout.root_dir.is_dir():
+        return ""
     made = child.run(child.as_account(layout.account, ["mkdir", "-p", "--", str(layout.root_dir)]),
                      child.account_environment(layout.account), timeout=30)
-    if made.returncode:
-        log.error("cannot make root_dir %s as %s: %s", layout.root_dir, layout.account.name,
-                  made.stderr.strip())
+    if not made.returncode:
+        return ""
+    problem = f"cannot make root_dir {layout.root_dir} as {layout.account.name}: " \
+              f"{made.stderr.strip()}"
+    log.error("%s", problem)
+    return problem
 
 
 def _make_home(account: Account) -> None:

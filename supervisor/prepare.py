@@ -25,6 +25,7 @@ class Prepared:
     certificate: CertificateInfo | None  # None: TLS is off
     kernel_env: Path | None  # the notebooks' own environment, unless kernel.python names one
     acme_http_fd: int | None = None  # acme mode: the HTTP-01 socket Jupyter inherits
+    setup_problem: str = ""  # what could not be made (root_dir), for the next failed start
 
 
 def prepare(settings: Settings, live: CertificateInfo | None = None,
@@ -32,7 +33,7 @@ def prepare(settings: Settings, live: CertificateInfo | None = None,
     """`live`: a certificate already live, to start with at once (its renewal is checked later);
     `acme_http_fd`: the daemon's HTTP-01 socket, served by Jupyter under the same number."""
     layout = layout_of(settings)
-    make_directories(layout)
+    setup_problem = make_directories(layout)
     hashed = passwords.ensure_password(settings)
     certificate = None
     if settings.tls_enabled:
@@ -40,7 +41,7 @@ def prepare(settings: Settings, live: CertificateInfo | None = None,
     environment = kernel_env.ensure_kernel(layout)
     terminal.write_rc(layout, environment)
     write_jupyter_config(layout, hashed, acme_http_fd)
-    return Prepared(layout, hashed, certificate, environment, acme_http_fd)
+    return Prepared(layout, hashed, certificate, environment, acme_http_fd, setup_problem)
 
 
 def jupyter_inputs(layout: Layout, hashed: str, acme_http_fd: int | None = None) -> JupyterInputs:

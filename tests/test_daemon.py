@@ -83,15 +83,15 @@ def test_first_start_password_file_and_no_secret_in_logs_commands_or_environment
     assert jupyter.uids().real != 0
 
 
-def test_watchdog_pings_at_half_the_interval(make_settings, start_daemon):
-    daemon = start_daemon(make_settings(), WATCHDOG_USEC="1000000")
+def test_watchdog_pings_well_within_the_interval(make_settings, start_daemon):
+    # What systemd enforces: a ping before WatchdogSec= (4 s here) has passed, every time.
+    daemon = start_daemon(make_settings(), WATCHDOG_USEC="4000000")
     daemon.wait_ready()
-    first = daemon.notify.wait_for("WATCHDOG=1", 5)
-    time.sleep(3)
+    first = daemon.notify.wait_for("WATCHDOG=1", 10)
+    time.sleep(10)
     pings = [t for t, m in daemon.notify.messages if m == "WATCHDOG=1" and t >= first]
     gaps = [b - a for a, b in itertools.pairwise(pings)]
-    assert len(gaps) >= 4
-    assert all(0.3 < gap < 0.8 for gap in gaps), gaps
+    assert len(pings) >= 4 and max(gaps) < 4.0, gaps
 
 
 def test_status_json_and_exit_codes(serving, make_settings):

@@ -133,6 +133,7 @@ def test_a_root_dir_the_account_cannot_make_is_a_clear_error_and_the_daemon_stay
 
     wait_until(backing_off, 60, "the daemon to retry Jupyter, not to end")
     assert daemon.process.poll() is None
+    assert f"cannot make root_dir {root_dir}" in daemon.status()["last_error"]
     root_dir.mkdir()  # the operator makes it: the next attempt serves
     os.chown(root_dir, account.uid, -1)
     daemon.wait_ready(timeout=120)
