@@ -20,6 +20,7 @@ from pathlib import Path
 
 from supervisor import child, health, idle, loading, login_events, passwords, status
 from supervisor.errors import JupyterRemoteError, SettingsError, describe
+from supervisor.isolated import Pending
 from supervisor.health import Answer, HealthTracker, ProbeRunner, Target, Verdict, local_address
 from supervisor.kernel_env import PackageJob
 from supervisor.layout import layout_of, root_folder
@@ -563,14 +564,15 @@ class Daemon:
             log.warning("cannot write the status file: %s", error)
 
 
-def main(arguments: list[str]) -> int:
-    """`jupyter-remote run` goes on here, in an interpreter without the command-line parser."""
+def main(arguments: list[str], validating: Pending | None = None) -> int:
+    """`jupyter-remote run` goes on here, in an interpreter without the command-line parser;
+    `validating`: the settings' validation, begun before this module was imported."""
     # Under systemd the journal stamps each line; by hand, a time helps.
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"{stamp}%(levelname)s %(message)s")
     try:
-        return Daemon(loading.load_isolated(Path(arguments[0]))).run()
+        return Daemon(loading.load_isolated(Path(arguments[0]), validating)).run()
     except Exception as error:
         lines, code = describe(error)
         for line in lines:

@@ -19,9 +19,13 @@ def main() -> None:
 
         cli.main()
         return
+    # Validation (pydantic, about 50 ms) runs in a child from here, while the daemon imports.
+    from supervisor import loading
+
+    validating = loading.start_isolated(settings)
     from supervisor import daemon
 
-    sys.exit(daemon.main([str(settings)]))
+    sys.exit(daemon.main([str(settings)], validating))
 
 
 def _plain_run(arguments: list[str]) -> Path | None:

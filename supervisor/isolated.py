@@ -57,7 +57,11 @@ def start(what: str, function: Callable[..., Any], *args: Any) -> Pending:
 def call(function: Callable[..., Any], *args: Any, what: str = "a worker") -> Any:
     """function(*args) in a child; returns its result (plain data, a dataclass as a dict), or
     raises its error."""
-    pending = start(what, function, *args)
+    return finish(start(what, function, *args))
+
+
+def finish(pending: Pending) -> Any:
+    """Wait for a child `start` began, collect it, and return its result or raise its error."""
     while not pending.read():
         pass
     try:

@@ -16,9 +16,15 @@ def load(path: Path, *, euid: int | None = None) -> Settings:
     return schema.load(path, euid=euid)
 
 
-def load_isolated(path: Path) -> Settings:
-    """`load` in a short-lived child, so that pydantic never stays resident in the caller."""
-    return Settings.from_sections(isolated.call(_sections, path), path)
+def load_isolated(path: Path, begun: isolated.Pending | None = None) -> Settings:
+    """`load` in a short-lived child, so that pydantic never stays resident in the caller;
+    `begun`: that child, started earlier with start_isolated."""
+    return Settings.from_sections(isolated.finish(begun or start_isolated(path)), path)
+
+
+def start_isolated(path: Path) -> isolated.Pending:
+    """Begin validating in a child now, to overlap it with other work (the daemon's imports)."""
+    return isolated.start("the settings validation", _sections, path)
 
 
 def _sections(path: Path) -> dict[str, dict[str, object]]:
