@@ -35,6 +35,17 @@ def account() -> Iterator[Account]:
 
 
 @pytest.fixture
+def settings(tmp_path: Path, account: Account) -> Path:
+    """A valid settings file for the commands, in a private folder (no daemon is started on it)."""
+    path = tmp_path / "settings.toml"
+    path.write_text(settings_text({
+        "server": {"ip": "127.0.0.1", "port": 9999, "user": account.name},
+        "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
+    }))
+    return path
+
+
+@pytest.fixture
 def folder() -> Iterator[Path]:
     made = open_folder("jr-test-")
     yield made

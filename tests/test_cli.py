@@ -7,22 +7,10 @@ import re
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 from jupyter_server.auth.security import passwd_check
 
-from support import cli, settings_text
-
-
-@pytest.fixture
-def settings(tmp_path: Path, account) -> Path:
-    path = tmp_path / "settings.toml"
-    path.write_text(settings_text({
-        "server": {"ip": "127.0.0.1", "port": 9999, "user": account.name},
-        "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
-    }))
-    return path
+from support import cli
 
 
 def listed_commands(help_text: str) -> list[str]:

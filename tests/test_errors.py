@@ -7,24 +7,13 @@ import resource
 import signal
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 
-from support import JUPYTER_REMOTE, settings_text, wait_until
+from support import JUPYTER_REMOTE, wait_until
 from supervisor.errors import (
     JupyterRemoteError, NotRunning, ReloadRejected, SettingsError, describe,
 )
-
-
-@pytest.fixture
-def settings(tmp_path: Path, account) -> Path:
-    path = tmp_path / "settings.toml"
-    path.write_text(settings_text({
-        "server": {"ip": "127.0.0.1", "port": 9999, "user": account.name},
-        "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
-    }))
-    return path
 
 
 def test_ctrl_c_at_the_password_prompt_exits_130_quietly(settings):
