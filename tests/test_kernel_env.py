@@ -48,13 +48,15 @@ def run_in_new_kernel(serving, code: str) -> str:
 def test_pip_install_in_a_notebook_then_import_in_a_new_kernel(serving, account, folder):
     wheels = folder / "wheels"
     wheels.mkdir(mode=0o755)
-    build_wheel(wheels, "jrtinypkg", "1.0", "ANSWER = 42\n")
-    output = run_in_new_kernel(serving, f"%pip install --no-index --find-links {wheels} jrtinypkg\n")
-    assert "Successfully installed jrtinypkg-1.0" in output, output
-    assert run_in_new_kernel(serving, "import jrtinypkg, sys; print(jrtinypkg.ANSWER, sys.prefix)") \
+    # A name of this run's own: run as a user, the account (and its environment) outlives the test.
+    package = f"jrtiny{folder.name.rsplit('-', 1)[-1].replace('_', '')}"
+    build_wheel(wheels, package, "1.0", "ANSWER = 42\n")
+    output = run_in_new_kernel(serving, f"%pip install --no-index --find-links {wheels} {package}\n")
+    assert f"Successfully installed {package}-1.0" in output, output
+    assert run_in_new_kernel(serving, f"import {package}, sys; print({package}.ANSWER, sys.prefix)") \
         .split()[0] == "42"
     environment = account.home / ".local/share/jupyter-remote/python"
-    installed = next(environment.glob("lib/python3*/site-packages/jrtinypkg/__init__.py"))
+    installed = next(environment.glob(f"lib/python3*/site-packages/{package}/__init__.py"))
     assert installed.stat().st_uid == account.uid
     assert environment.stat().st_uid == account.uid
     # Terminals find the notebooks' pip and python first.
