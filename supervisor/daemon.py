@@ -198,11 +198,11 @@ class Daemon:
         self.timers.after("probe", self.settings.supervise.health_interval, self._probe)
         self._set_state(State.RUNNING)
         log.info("serving %s", self.url)
-        # READY=1 travels alone: a STATUS= in the same datagram could not lose it.
-        self.notifier.ready(f"Serving {self.url}")
         if self.packages_due and self.prepared is not None:
             self.packages_due = False
             self.packages.start(self.prepared.layout, self.prepared.kernel_env)
+        # READY=1 travels alone: a STATUS= in the same datagram could not lose it.
+        self.notifier.ready(f"Serving {self.url}")
         if self.settings.tls.mode == "acme":  # the extension answers challenges from now on
             self.certificates.start_check()
         if self.restarting_for_reload:

@@ -85,6 +85,7 @@ def test_kernel_packages_install_once_and_a_missing_one_is_a_clear_error(make_se
     daemon = start_daemon(settings, **env)
     daemon.wait_ready()
     wait_until(lambda: f"Successfully installed {name}-2.0" in daemon.log(), 120, "the package install")
+    wait_until(lambda: not _kernel_job_running(daemon), 60, "the install to end (it records what it did)")
     assert daemon.stop() == 0
 
     again = start_daemon(settings, **env)
