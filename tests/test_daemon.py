@@ -195,26 +195,6 @@ def test_reload_moves_the_port_and_a_bad_edit_keeps_serving(serving):
     assert serving.daemon.notify.count("READY=1") >= 3  # start, rejected reload, applied reload
 
 
-def test_password_change_applies_live_without_restarting_jupyter(serving):
-    old_password = serving.password
-    client = serving.logged_in_client()
-    kernel = client.kernel(client.start_kernel())
-    kernel.execute("state = 'kept'")
-    jupyter_pid = serving.daemon.status()["jupyter_pid"]
-    result = cli("password", "--stdin", "--settings", str(serving.settings), stdin="correct horse\n")
-    assert result.returncode == 0, result.stderr
-    assert not (serving.settings.parent / "initial-password").exists()
-
-    def new_password_works() -> bool:
-        return serving.client().login("correct horse").status_code == 302
-
-    wait_until(new_password_works, 10, "the new password to work")
-    assert serving.client().login(old_password).status_code == 401
-    assert not client.logged_in()  # the old session ended with the old password
-    assert serving.daemon.status()["jupyter_pid"] == jupyter_pid
-    assert kernel.execute("print(state)").strip() == "kept"
-
-
 def test_cert_renew_reaches_new_connections_without_a_restart(serving):
     def served_fingerprint() -> str:
         context = ssl.create_default_context(cafile=serving.ca)

@@ -54,9 +54,11 @@ def test_password_applies_the_password_alone_and_no_pending_edit(serving):
 
     result = cli("password", "--stdin", "--settings", str(serving.settings), stdin="only this\n")
     assert result.returncode == 0, result.stderr
+    assert not (serving.settings.parent / "initial-password").exists()
     wait_until(lambda: serving.client().login("only this").status_code == 302, 20,
                "the new password to work on the port that serves")
     assert serving.client().login(old_password).status_code == 401
+    assert not client.logged_in()  # the old session ended with the old password
     status = serving.daemon.status()
     assert status["jupyter_pid"] == jupyter_pid and status["restarts"] == 0, status
     assert kernel.execute("print(state)").strip() == "kept"
