@@ -104,7 +104,13 @@ def test_kernel_packages_install_once_and_a_missing_one_is_a_clear_error(make_se
 
 
 def _kernel_job_running(daemon) -> bool:
-    return any("supervisor.kernel_env" in " ".join(p.cmdline()) for p in daemon.tree() if p.is_running())
+    for process in daemon.tree():
+        try:
+            if "supervisor.kernel_env" in " ".join(process.cmdline()):
+                return True
+        except psutil.Error:  # gone, or a zombie the daemon has yet to reap: not running
+            continue
+    return False
 
 
 def test_kernel_python_names_the_interpreter_kernels_run(serve, folder):
