@@ -201,7 +201,9 @@ def test_an_open_jupyterlab_shows_the_warning_and_its_polling_does_not_keep_the_
         browser.find_element(By.ID, "login_submit").click()
         wait_until(lambda: "Any activity keeps it up" in browser.page_source, 60,
                    "the warning in JupyterLab's notification area", interval=0.5)
-        toasts = browser.find_elements(By.CSS_SELECTOR, ".Toastify__toast")
-        assert any("Any activity keeps it up" in toast.text for toast in toasts)
+        # The text can reach the page a moment before its toast is drawn.
+        wait_until(lambda: any("Any activity keeps it up" in toast.text
+                               for toast in browser.find_elements(By.CSS_SELECTOR, ".Toastify__toast")),
+                   10, "the warning as a toast", interval=0.2)
         # The tab stays open, untouched, polling as JupyterLab does: the server stops all the same.
         stopped_for_idleness(serving, limit=limit)
