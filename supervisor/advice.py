@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import urllib.parse
 
 from supervisor.settings import Settings, is_loopback
 
@@ -36,4 +38,19 @@ def settings_warnings(settings: Settings) -> list[str]:
             "Jupyter logs (and fail2ban bans) with an X-Real-IP header; trust it only behind a "
             "proxy on this machine that overwrites X-Real-IP and X-Forwarded-For"
         )
+    if settings.dask.enabled and settings.dask.cluster.startswith("tcp://"):
+        host = urllib.parse.urlsplit(settings.dask.cluster).hostname or ""
+        if not _loopback_name(host):
+            warnings.append(
+                f"warning: {settings.source}: [dask] cluster: tcp:// is neither encrypted nor "
+                "authenticated: whoever reaches that scheduler runs code on its workers and reads "
+                "what they compute; use tls://"
+            )
     return warnings
+
+
+def _loopback_name(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

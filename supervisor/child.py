@@ -69,8 +69,10 @@ def account_environment(account: Account, path: str = PATH) -> dict[str, str]:
 
 
 def jupyter_environment(settings: Settings, account: Account, config_dir: Path,
-                        kernel_env: Path | None = None) -> dict[str, str]:
-    """Jupyter's environment: the account's own, Jupyter's paths, the notebooks' Python first."""
+                        kernel_env: Path | None = None,
+                        extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Jupyter's environment: the account's own, Jupyter's paths, the notebooks' Python first;
+    `extra`: variables of ours for Jupyter and its kernels (no secret: notebooks read them)."""
     home = account.home
     path = f"{jupyter_executable(settings).parent}:{PATH}"
     data_path = str(config_dir / "data")  # our kernelspec: the default "Python 3"
@@ -88,6 +90,7 @@ def jupyter_environment(settings: Settings, account: Account, config_dir: Path,
         "JUPYTERLAB_WORKSPACES_DIR": str(home / ".jupyter" / "lab" / "workspaces"),
         # Makes the extension importable in any Jupyter; it removes this from its own environment.
         "PYTHONPATH": str(EXTENSION_PATH),
+        **(extra or {}),
     }
 
 
@@ -154,14 +157,15 @@ class Jupyter:
 
 
 def spawn_jupyter(settings: Settings, account: Account, config_dir: Path,
-                  kernel_env: Path | None = None, pass_fds: tuple[int, ...] = ()) -> Jupyter:
+                  kernel_env: Path | None = None, pass_fds: tuple[int, ...] = (),
+                  extra: dict[str, str] | None = None) -> Jupyter:
     """`jupyter lab` as the account; raises OSError when it cannot be run at all. It starts in "/":
     root_dir is the account's to change, and Jupyter reads it from its config. `pass_fds`: sockets
     Jupyter inherits under the same numbers (acme mode's HTTP-01 socket)."""
     jupyter = [str(jupyter_executable(settings)), "lab", *settings.server.extra_args]
     argv = as_account(account, jupyter, bind_low_ports=settings.server.port < PRIVILEGED_PORTS)
-    process = start(argv, jupyter_environment(settings, account, config_dir, kernel_env), "jupyter",
-                    pass_fds)
+    process = start(argv, jupyter_environment(settings, account, config_dir, kernel_env, extra),
+                    "jupyter", pass_fds)
     log.info("Jupyter started as %s, pid %s", account.name, process.pid)
     return Jupyter(process, time.monotonic())
 

@@ -124,7 +124,8 @@ class Daemon:
         live = live_certificate(store) if self.settings.tls_enabled else None
         # acme mode: bound once as root (port 80 needs no privilege in Jupyter), then inherited.
         self.challenge_socket = bind_http_challenge_socket(self.settings)
-        self._adopt(self.settings, prepare(self.settings, live, self._challenge_fd()))
+        self._adopt(self.settings, prepare(self.settings, live, self._challenge_fd(),
+                                           starting=True))
         status.clear_restart_pending(self.settings.runtime_dir)  # we are the restart it asked for
         if self.notifier.watchdog_interval:
             self._watchdog()
@@ -168,7 +169,8 @@ class Daemon:
         try:
             self.jupyter = child.spawn_jupyter(
                 self.settings, layout.account, layout.config_dir, self.prepared.kernel_env,
-                pass_fds=() if self.challenge_socket is None else (self.challenge_socket.fileno(),))
+                pass_fds=() if self.challenge_socket is None else (self.challenge_socket.fileno(),),
+                extra=self.prepared.jupyter_variables)
         except OSError as error:
             self._back_off(f"could not be started ({error.strerror or error})")
             return
@@ -416,7 +418,8 @@ class Daemon:
             log.info("settings reloaded; password, TLS and kernel changes applied, no restart")
             self._finish_reload("applied")
             return
-        log.warning("[server] settings changed: restarting Jupyter (running kernels stop)")
+        log.warning("[server] or [dask] settings changed: restarting Jupyter "
+                    "(running kernels stop)")
         if self.state in (State.RUNNING, State.STARTING):
             self._set_state(State.STOPPING, "Restarting Jupyter with new [server] settings")
             self._terminate_jupyter(spare=self.packages.pid)

@@ -83,9 +83,18 @@ def ensure_kernel(layout: Layout) -> Path | None:
     return environment
 
 
+def kernel_python(layout: Layout, environment: Path | None) -> Path:
+    """The interpreter of the default "Python 3" kernel (`ensure_kernel` chose it)."""
+    if layout.settings.kernel.python:
+        return Path(layout.settings.kernel.python)
+    return environment / "bin" / "python" if environment else Path(sys.executable)
+
+
 def command(layout: Layout, environment: Path, packages: tuple[str, ...] = ()) -> list[str]:
     """This module, run as the account on `environment`."""
     argv = [sys.executable, "-m", "supervisor.kernel_env", str(environment)]
+    if layout.settings.dask.enabled:
+        argv.append("--dask")
     if packages:
         argv += ["--packages", *packages]
     return child.as_account(layout.account, argv)
@@ -147,8 +156,10 @@ class PackageJob:
 # --- run as the account -------------------------------------------------------------------------
 
 
-def make(root: Path) -> None:
-    """Create the environment if missing and bring its links to the bundled one up to date."""
+def make(root: Path, dask: bool = False) -> None:
+    """Create the environment if missing and bring its links to the bundled one up to date.
+    `dask`: distributed stays at the bundled version, the one the local cluster, the dashboard
+    proxy and JupyterLab's Dask panes were made with; pip refuses an upgrade, naming the pin."""
     python = root / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
@@ -157,7 +168,8 @@ def make(root: Path) -> None:
     site_packages = Path(sysconfig.get_path("purelib", vars=prefix))
     bundled = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     _write(site_packages / BUNDLED_PTH, "".join(f"{p}\n" for p in sorted(bundled)))
-    _write(root / CONSTRAINTS, "".join(f"{r}\n" for r in _pins("ipykernel")))
+    pins = _pins("ipykernel") + (_exact("dask", "distributed") if dask else [])
+    _write(root / CONSTRAINTS, "".join(f"{r}\n" for r in sorted(set(pins))))
     # pip reads <prefix>/pip.conf after the global and user files: the constraint always applies.
     _write(root / "pip.conf", f"[global]\nconstraint = {root / CONSTRAINTS}\n")
     for name in ("pip", "pip3"):  # --without-pip leaves none; the bundled pip installs here
@@ -206,6 +218,13 @@ def _pins(top: str) -> list[str]:
     return [f"{name}=={version}" for name, version in sorted(seen.items())]
 
 
+def _exact(*names: str) -> list[str]:
+    """name==version of these packages alone, as installed here."""
+    from importlib import metadata
+
+    return [f"{_normal(name)}=={metadata.version(name)}" for name in names]
+
+
 def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -224,12 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m supervisor.kernel_env")
     parser.add_argument("root", type=Path)
     parser.add_argument("--packages", nargs="*", default=[])
+    parser.add_argument("--dask", action="store_true", help="pin dask and distributed")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if os.geteuid() == 0:
         log.error("refusing to run as root: this writes into the Jupyter account's home")
         return 2
-    make(arguments.root)
+    make(arguments.root, arguments.dask)
     code = install_packages(arguments.root, arguments.packages)
     if code:
         log.error("kernel packages not installed (pip exit %s): see pip's lines above; "

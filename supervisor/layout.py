@@ -57,6 +57,10 @@ class Layout:
         return self.config_dir / "labconfig" / "default_setting_overrides.json"
 
     @property
+    def lab_page_config(self) -> Path:
+        return self.config_dir / "labconfig" / "page_config.json"
+
+    @property
     def terminal_rc(self) -> Path:
         return self.config_dir / "terminal.bashrc"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import public_address
+from supervisor.dask.plan import DaskPlan, extension_config, lab_settings
 from supervisor.public_address import Candidates, choose
 from supervisor.settings import Settings
 from supervisor.tls.store import challenge_dir
@@ -21,6 +22,10 @@ LABEXTENSIONS = Path(__file__).parent / "inside_jupyter" / "labextensions"
 # Enabled by name so that a stray config elsewhere cannot switch them off; notebook serves /tree.
 SERVER_EXTENSIONS = (
     "jupyterlab", "notebook", "jupyter_server_terminals", "jupyter_lsp", "notebook_shim")
+# [dask]: dask-labextension's server side stays off: its cluster manager runs clusters in Jupyter's
+# own environment on every address, and its dashboard proxy forwards the login cookie. Its front
+# end works without it (supervisor.dask.plan.lab_settings).
+DASK_LABEXTENSIONS = ("dask-labextension", "@jupyterhub/jupyter-server-proxy")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class JupyterInputs:
     # to Jupyter under the same number (child.spawn_jupyter pass_fds); None = TLS-ALPN-01 only.
     acme_http_fd: int | None = None
     events_socket: Path | None = None  # where the extension reports login attempts to the daemon
+    dask: DaskPlan | None = None  # [dask] enabled
 
 
 def root_dir(settings: Settings, home: Path) -> Path:
@@ -69,7 +75,11 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         "terminado_settings": {"shell_command": ["/bin/bash", "--rcfile", str(inputs.terminal_rc),
                                                  "-i"]},
         "identity_provider_class": f"{EXTENSION}.RemoteIdentityProvider",
-        "jpserver_extensions": {name: True for name in (*SERVER_EXTENSIONS, EXTENSION)},
+        "jpserver_extensions": {
+            **{name: True for name in (*SERVER_EXTENSIONS, EXTENSION)},
+            "jupyter_server_proxy": inputs.dask is not None,
+            "dask_labextension": False,
+        },
     }
     if inputs.display_url:
         server_app["custom_display_url"] = inputs.display_url
@@ -109,6 +119,10 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         }
     if inputs.events_socket:
         config["RemoteIdentityProvider"]["events_socket"] = str(inputs.events_socket)
+    if inputs.dask:
+        config["DaskGate"] = extension_config(inputs.dask)
+        # Replaced by the extension's gate; should the extension fail, nothing is proxied.
+        config["ServerProxy"] = {"host_allowlist": []}
     if settings.kernel.cull_idle_minutes:
         config["MappingKernelManager"] = {
             "cull_idle_timeout": settings.kernel.cull_idle_minutes * 60,
@@ -118,12 +132,18 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
     return config
 
 
-def lab_setting_overrides() -> dict[str, Any]:
+def lab_setting_overrides(dask: DaskPlan | None = None) -> dict[str, Any]:
     """JupyterLab's setting defaults (labconfig/default_setting_overrides.json): news and update
     checks off, so JupyterLab does not ask "Would you like to get notified about official Jupyter
     news?" (it asks while fetchNews is "none"); a user may still change them in Settings."""
     return {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
-                                                            "checkForUpdates": False}}
+                                                            "checkForUpdates": False},
+            **lab_settings(dask)}
+
+
+def lab_page_config(dask: DaskPlan | None) -> dict[str, Any]:
+    """labconfig/page_config.json: without [dask], JupyterLab shows no Dask panel."""
+    return {"disabledExtensions": {name: dask is None for name in DASK_LABEXTENSIONS}}
 
 
 def activity_file(settings: Settings) -> Path:
@@ -149,6 +169,11 @@ def serving_url(settings: Settings, candidates: Candidates | None = None) -> str
     """The address a user opens in a browser, with base_url and default_url. Bound to every
     address, the host is the one users type (supervisor.public_address); `candidates`: what this
     machine knows of it, looked up when not given."""
+    return public_base(settings, candidates) + settings.server.default_url.lstrip("/")
+
+
+def public_base(settings: Settings, candidates: Candidates | None = None) -> str:
+    """The server's public URL down to base_url, e.g. "https://203.0.113.7:8888/"."""
     server = settings.server
     host = server.ip
     if host in ("0.0.0.0", "::"):
@@ -157,4 +182,4 @@ def serving_url(settings: Settings, candidates: Candidates | None = None) -> str
         host = f"[{host}]"
     scheme = "https" if settings.tls_enabled else "http"
     port = "" if (scheme, server.port) in (("https", 443), ("http", 80)) else f":{server.port}"
-    return f"{scheme}://{host}{port}{server.base_url}{server.default_url.lstrip('/')}"
+    return f"{scheme}://{host}{port}{server.base_url}"

@@ -166,6 +166,20 @@ def _requirement(value: str) -> str:
     return value
 
 
+def _dask_cluster(value: str) -> str:
+    if value == "local":
+        return value
+    parsed = urllib.parse.urlsplit(value)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if (parsed.scheme not in ("tls", "tcp") or not parsed.hostname or not port
+            or parsed.path or parsed.query or parsed.fragment or parsed.username):
+        _fail('must be "local" or a scheduler address such as "tls://10.0.1.5:8786"')
+    return value
+
+
 # Every string setting is Text: checked for control characters before its own rule.
 Text = Annotated[str, AfterValidator(_printable)]
 Port = Annotated[int, AfterValidator(_between(1, 65535))]
@@ -215,6 +229,11 @@ class KernelSettings(_Section):
     cull_idle_minutes: Annotated[int, AfterValidator(_between(0, 525_600))] = 0
 
 
+class DaskSettings(_Section):
+    enabled: bool = False
+    cluster: Annotated[Text, AfterValidator(_dask_cluster)] = "local"
+
+
 class IdleSettings(_Section):
     stop_after_minutes: Minutes = 0
     action: Annotated[str, AfterValidator(_one_of(*IDLE_ACTIONS))] = "poweroff"
@@ -237,6 +256,7 @@ class SettingsModel(_Section):
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
     kernel: KernelSettings = KernelSettings()
+    dask: DaskSettings = DaskSettings()
     idle: IdleSettings = IdleSettings()
     supervise: SuperviseSettings = SuperviseSettings()
     paths: PathSettings = PathSettings()

@@ -65,6 +65,16 @@ class Kernel:
 
 
 @dataclass(frozen=True)
+class Dask:
+    enabled: bool = False
+    cluster: str = "local"  # "local" | "tls://host:port" | "tcp://host:port"
+
+    @property
+    def local(self) -> bool:
+        return self.cluster == "local"
+
+
+@dataclass(frozen=True)
 class Idle:
     stop_after_minutes: float = 0  # 0 = never
     action: str = "poweroff"  # "poweroff" | "stop"
@@ -96,6 +106,7 @@ class Settings:
     auth: Auth = Auth()
     tls: Tls = Tls()
     kernel: Kernel = Kernel()
+    dask: Dask = Dask()
     idle: Idle = Idle()
     supervise: Supervise = Supervise()
     paths: Paths = Paths()
@@ -139,15 +150,17 @@ class Settings:
 
 
 SECTION_TYPES: dict[str, type] = {
-    "server": Server, "auth": Auth, "tls": Tls, "kernel": Kernel, "idle": Idle,
+    "server": Server, "auth": Auth, "tls": Tls, "kernel": Kernel, "dask": Dask, "idle": Idle,
     "supervise": Supervise,
     "paths": Paths,
 }
 
 
 def needs_restart(old: Settings, new: Settings) -> bool:
-    """Whether applying `new` over `old` restarts Jupyter: everything else applies live."""
-    return new.server != old.server or new.paths != old.paths or challenge_socket_changes(old, new)
+    """Whether applying `new` over `old` restarts Jupyter: everything else applies live. [dask]
+    is in Jupyter's environment, which its kernels and its local cluster inherit at their start."""
+    return (new.server != old.server or new.paths != old.paths or new.dask != old.dask
+            or challenge_socket_changes(old, new))
 
 
 def challenge_socket_changes(old: Settings, new: Settings) -> bool:

@@ -18,14 +18,18 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psutil
 import requests
 import websocket
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
 
 from supervisor.child import process_tree  # the daemon's own listing: tests stop what it would
 
@@ -475,3 +479,19 @@ def remove_account(account: Account) -> None:
                 pass
     subprocess.run(["userdel", account.name], capture_output=True)
     shutil.rmtree(account.home.parent, ignore_errors=True)
+
+
+@contextmanager
+def chromium() -> Iterator[webdriver.Chrome]:
+    """Debian's chromium, headless, driven by selenium."""
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    # Loopback only, no proxy; the test's own self-signed server.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--ignore-certificate-errors", "--no-proxy-server", "--window-size=1280,900"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield browser
+    finally:
+        browser.quit()  # ends chromedriver and the browser it started

@@ -16,12 +16,9 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import websocket
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from conftest import Serving
-from support import JupyterClient, cli, kill_all, wait_until
+from support import JupyterClient, chromium, cli, kill_all, wait_until
 
 import psutil
 import pytest
@@ -175,21 +172,6 @@ def test_typing_in_a_terminal_keeps_it_up(serve):
 
         stays_up_while(serving, type_now_and_then)
         stopped_for_idleness(serving)
-
-
-@contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    # Loopback only, no proxy; the test's own self-signed server.
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--ignore-certificate-errors", "--no-proxy-server", "--window-size=1280,900"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
-        yield browser
-    finally:
-        browser.quit()  # ends chromedriver and the browser it started
 
 
 def test_an_open_jupyterlab_shows_the_warning_and_its_polling_does_not_keep_the_server_up(serve):

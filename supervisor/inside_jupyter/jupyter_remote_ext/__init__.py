@@ -13,6 +13,8 @@
 - acme_answer.py: acme mode: answers the CA's TLS-ALPN-01 challenges in the live TLS context and
   HTTP-01 challenges on a socket the daemon binds and passes down.
 - static.py: JupyterLab's static files gzip-compressed once, for browsers that offer gzip.
+- dask_gate.py: [dask]: the local cluster, and the gate that lets jupyter-server-proxy reach the
+  Dask dashboard alone, without the login's cookie.
 
 It imports only the standard library, tornado, traitlets and jupyter_server, so it loads into any
 Jupyter Server 2, a user's own Anaconda included (``[server] jupyter``).
@@ -23,7 +25,7 @@ import os
 from .activity import ActivityTracker
 from .guard import SETTINGS_KEY, ConnectionGuard
 from .acme_answer import AcmeAnswers, AcmeChallenges
-from . import static
+from . import dask_gate, static
 from .live import LiveWatcher, build_tls_context
 from .login import RemoteIdentityProvider
 
@@ -37,6 +39,8 @@ def _jupyter_server_extension_points():
 def _load_jupyter_server_extension(serverapp):
     # The daemon put this module on PYTHONPATH; kernels and terminals must not inherit that.
     os.environ.pop("PYTHONPATH", None)
+    # First: jupyter_server_proxy, loaded after this extension, reads its gate from the config.
+    dask_gate.install(serverapp)
     watcher = LiveWatcher(serverapp)
     challenges = AcmeChallenges(parent=serverapp)
     if challenges.folder:

@@ -1,0 +1,255 @@
+"""[dask]: Client() in a notebook, its dashboard behind the login, and nothing of Dask reachable
+without it. Real parts throughout: a real LocalCluster run by the daemon's Jupyter, a real
+scheduler in a second process, jupyter-server-proxy, bokeh's dashboard and its websocket."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import websocket
+from conftest import Serving
+from support import JupyterClient, free_port, stop_tree, wait_until
+
+from supervisor.dask.plan import files
+
+
+DATA = Path(__file__).parent / "data"
+CONNECT = ("from dask.distributed import Client\n"
+           "client = Client(timeout=60)\n"
+           "client.wait_for_workers({workers}, timeout=60)\n")
+
+
+def notebook(serving: Serving, client: JupyterClient | None = None):
+    client = client or serving.logged_in_client()
+    return client.kernel(client.start_kernel())
+
+
+def run(kernel, code: str, timeout: float = 120) -> str:
+    output = kernel.execute(code, timeout)
+    assert "Traceback" not in output and "Error" not in output, output
+    return output
+
+
+def connected(serving: Serving, client: JupyterClient, workers: int) -> tuple[object, dict]:
+    """A notebook whose `client = Client()` connected and sees `workers` workers; what it knows of
+    the cluster."""
+    kernel = notebook(serving, client)
+    output = run(kernel, CONNECT.format(workers=workers) + "import json\n"
+                 "info = client.scheduler_info()\n"
+                 "print(json.dumps({'link': client.dashboard_link, 'scheduler': info['address'],"
+                 " 'workers': sorted(info['workers'])}))")
+    return kernel, json.loads(output.strip().splitlines()[-1])
+
+
+def proxied(serving: Serving, link: str) -> str:
+    """The dashboard link as this test reaches it: the same path, on the loopback base."""
+    return serving.base + urllib.parse.urlsplit(link).path
+
+
+def websocket_opens(url: str, ca: str, cookie: str = "") -> bool:
+    try:
+        opened = websocket.create_connection(url.replace("https://", "wss://"), cookie=cookie,
+                                             sslopt={"ca_certs": ca}, timeout=15)
+    except (websocket.WebSocketException, OSError):
+        return False
+    opened.close()
+    return True
+
+
+def cookie_header(client: JupyterClient) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in client.session.cookies)
+
+
+@pytest.fixture
+def two_workers(account) -> Iterator[None]:
+    """The local cluster's size, as a user sets it: in the account's own Dask configuration."""
+    folder = Path(account.home) / ".config" / "dask"
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "jupyter-remote.yaml"
+    path.write_text("jupyter-remote:\n  local-cluster:\n    n_workers: 2\n"
+                    "    threads_per_worker: 1\n")
+    for item in (folder.parent, folder, path) if made else (path,):
+        os.chown(item, account.uid, account.gid)
+    yield
+    path.unlink()
+
+
+def test_client_in_a_notebook_gets_the_local_cluster_and_its_dashboard_behind_the_login(
+        serve, two_workers) -> None:
+    serving = serve(dask={"enabled": True})
+    user = serving.logged_in_client()
+    kernel, cluster = connected(serving, user, workers=2)
+    # Two workers and a scheduler, over TLS, on loopback alone.
+    assert cluster["scheduler"].startswith("tls://127.0.0.1:"), cluster
+    assert len(cluster["workers"]) == 2, cluster
+    assert all(w.startswith("tls://127.0.0.1:") for w in cluster["workers"]), cluster
+    # The link is on the server's own URL, through the proxy; a logged-in browser opens it.
+    link = cluster["link"]
+    assert link.startswith(f"https://127.0.0.1:{serving.port}/proxy/127.0.0.1:"), link
+    page = user.session.get(proxied(serving, link), timeout=30)
+    assert page.status_code == 200 and "Dask" in page.text, serving.daemon.log()[-4000:]
+    root = proxied(serving, link).removesuffix("/status")
+    plots = user.session.get(f"{root}/individual-plots.json", timeout=30)
+    assert plots.status_code == 200 and "Individual Task Stream" in plots.json(), plots.text[:300]
+    assert websocket_opens(f"{root}/status/ws", serving.ca, cookie_header(user))
+    # Work runs on the cluster, from the notebook.
+    assert run(kernel, "print(client.submit(sum, [1, 2, 3]).result())").strip() == "6"
+
+    # Without the login: nothing, over HTTP or the websocket.
+    stranger = serving.client()
+    attempts = [stranger.session.get(proxied(serving, link), allow_redirects=False, timeout=30),
+                stranger.session.get(f"{root}/individual-plots.json", allow_redirects=False,
+                                     timeout=30),
+                stranger.session.get(f"{root}/individual-task-stream", allow_redirects=False,
+                                     timeout=30)]
+    assert [a.status_code for a in attempts if a.status_code == 200] == [], \
+        [a.status_code for a in attempts]
+    assert not any(a.text.count("Dask") for a in attempts)
+    assert not websocket_opens(f"{root}/status/ws", serving.ca)
+    # Logged in, the proxy still reaches the dashboard alone: not Jupyter, not any other port.
+    for other in (f"/proxy/{serving.port}/api", f"/proxy/127.0.0.1:{serving.port}/api",
+                  f"/proxy/localhost:{urllib.parse.urlsplit(cluster['scheduler']).port}/"):
+        assert user.session.get(serving.base + other, timeout=30).status_code == 403, \
+            serving.daemon.log()[-3000:]
+
+
+class SeparateScheduler:
+    """A scheduler and one worker in processes of their own, as a cluster on other machines would
+    be: TLS with the cluster CA's identity, and a test route on the dashboard that echoes the
+    headers reaching it."""
+
+    def __init__(self, tls, folder: Path, port: int) -> None:
+        self.port, self.dashboard = port, free_port()
+        self.address = f"tls://127.0.0.1:{self.port}"
+        routes = ["distributed.http.scheduler.info", "distributed.http.scheduler.json",
+                  "distributed.http.health", "distributed.http.statics", "echo_headers"]
+        env = {"PATH": os.environ["PATH"], "HOME": str(folder), "PYTHONPATH": str(DATA),
+               "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": repr(routes)}
+        credentials = ["--tls-ca-file", str(tls.ca), "--tls-cert", str(tls.cert),
+                       "--tls-key", str(tls.key)]
+        python = [sys.executable, "-m"]
+        self.log = folder / "separate-cluster.log"
+        log = self.log.open("ab")
+        self.processes = [subprocess.Popen(
+            [*python, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+             str(self.port), "--protocol", "tls", "--dashboard-address",
+             f"127.0.0.1:{self.dashboard}", *credentials],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)]
+        self.processes.append(subprocess.Popen(
+            [*python, "distributed.cli.dask_worker", self.address, "--host", "127.0.0.1",
+             "--nworkers", "1", "--nthreads", "1", "--no-dashboard", *credentials],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+        log.close()
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            stop_tree(process, 15)
+
+
+@pytest.fixture
+def separate_scheduler(folder: Path) -> Iterator[Callable[..., SeparateScheduler]]:
+    started: list[SeparateScheduler] = []
+
+    def start(port: int | None = None) -> SeparateScheduler:
+        started.append(SeparateScheduler(files(folder / "state"), folder, port or free_port()))
+        return started[-1]
+
+    yield start
+    for scheduler in started:
+        scheduler.close()
+
+
+def test_the_same_notebook_code_uses_a_separate_scheduler_when_one_setting_names_it(
+        make_settings, start_daemon, separate_scheduler, folder) -> None:
+    port, scheduler_port = free_port(), free_port()
+    settings = make_settings(server={"port": port},
+                             dask={"enabled": True, "cluster": f"tls://127.0.0.1:{scheduler_port}"})
+    daemon = start_daemon(settings)
+    daemon.wait_ready()
+    serving = Serving(daemon, settings, folder, port)
+    # The identity the daemon made; the scheduler is started with it, as a user would.
+    scheduler = separate_scheduler(scheduler_port)
+    user = serving.logged_in_client()
+    kernel, cluster = connected(serving, user, workers=1)
+    assert cluster["scheduler"] == f"tls://127.0.0.1:{scheduler_port}", cluster
+    assert len(cluster["workers"]) == 1, cluster
+    assert run(kernel, "print(client.submit(sum, [4, 5]).result())").strip() == "9"
+    link = cluster["link"]
+    assert link == f"https://127.0.0.1:{port}/proxy/127.0.0.1:{scheduler.dashboard}/status", link
+    # The daemon's Jupyter asks the scheduler where its dashboard is, within seconds.
+    wait_until(lambda: user.session.get(proxied(serving, link), timeout=30).status_code == 200,
+               30, "the separate scheduler's dashboard through the proxy", interval=1)
+    # What reaches the dashboard carries nothing of the login.
+    root = proxied(serving, link).removesuffix("/status")
+    assert any(c.name.startswith("username-") for c in user.session.cookies), user.session.cookies
+    echoed = user.session.get(f"{root}/echo-headers", timeout=30,
+                              headers={"X-XSRFToken": user.session.cookies.get("_xsrf")})
+    assert echoed.status_code == 200, echoed.text[:300]
+    reached = {name.lower(): value for name, value in echoed.json().items()}
+    assert "cookie" not in reached and "x-xsrftoken" not in reached, reached
+    assert "username-" not in json.dumps(reached) and "_xsrf" not in json.dumps(reached)
+    stranger = serving.client()
+    for path in ("/status", "/echo-headers", "/individual-plots.json"):
+        response = stranger.session.get(root + path, allow_redirects=False, timeout=30)
+        assert response.status_code != 200 and "username" not in response.text, path
+
+
+def test_without_the_cluster_identity_nobody_can_use_the_local_scheduler(serve, folder) -> None:
+    """Another user of the machine reaches the loopback port, but not the cluster: mutual TLS."""
+    serve(dask={"enabled": True})
+    port = json.loads((folder / "run" / "dask-ports.json").read_text())["scheduler"]
+    tls = files(folder / "state")
+    wait_until(lambda: _tls_handshake(port, tls.ca, (tls.cert, tls.key)), 60,
+               "the local scheduler to answer its own cluster", interval=0.5)
+    assert not _tls_handshake(port, tls.ca, None)
+    # A certificate of another CA (the web server's) is no better.
+    web = folder / "state" / "tls" / "live"
+    assert not _tls_handshake(port, tls.ca, (web / "fullchain.pem", web / "privkey.pem"))
+
+
+def _tls_handshake(port: int, ca: Path, identity: tuple[Path, Path] | None) -> bool:
+    """Whether a TLS session with the scheduler opens and it then talks (it speaks first after
+    the handshake in no protocol, so a read that times out means it kept the connection)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False
+    if identity:
+        context.load_cert_chain(*map(str, identity))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw) as wrapped:
+            wrapped.settimeout(1)
+            try:
+                return wrapped.recv(1) != b""
+            except TimeoutError:
+                return True  # still open: accepted
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def test_a_pip_upgrade_of_distributed_in_a_notebook_is_refused_naming_the_pin(
+        serve, folder, account) -> None:
+    from test_kernel_env import build_wheel
+
+    serving = serve(dask={"enabled": True})
+    constraints = account.home / ".local/share/jupyter-remote/python/kernel-constraints.txt"
+    wait_until(lambda: "distributed==" in constraints.read_text(), 120,
+               "the notebooks' environment to pin distributed", interval=0.5)
+    wheels = folder / "wheels"
+    wheels.mkdir(mode=0o755)
+    build_wheel(wheels, "distributed", "99.0", "raise ImportError('a mismatched distributed')\n")
+    kernel = notebook(serving)
+    output = kernel.execute(f"%pip install --no-index --find-links {wheels} distributed==99.0\n",
+                            120)
+    assert "(constraint) distributed==" in output and "Successfully installed" not in output, \
+        output
+    assert run(kernel, "import distributed; print(distributed.__version__)").strip() != "99.0"
