@@ -7,7 +7,8 @@ monotonic clock; the looks report wall-clock times or yes/no, converted here. Ac
   the time of the last user act (a kernel executing or messaged, terminal input, a page opened or a
   change made by a logged-in user). The account can forge it: that only keeps the machine up.
 - CPU used by the account's processes other than the Jupyter server itself (whose work for users
-  the extension reports, and whose answers to an untouched tab's polling must not count);
+  the extension reports, and whose answers to an untouched tab's polling must not count) and its
+  local Dask cluster (which touches the file while tasks run; its heartbeats must not count);
 - open login sessions (SSH, console), from logind, else utmp;
 - a GPU in use, where nvidia-smi is installed.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from supervisor.dask.plan import LOCAL_CLUSTER_SCRIPT
 from supervisor.settings import Idle
 
 log = logging.getLogger(__name__)
@@ -133,13 +135,13 @@ class AccountCpu:
     seen: dict[tuple[int, float], float] = field(default_factory=dict)
     at: float | None = None
 
-    def busy(self, now: float, spare: int | None) -> bool:
+    def busy(self, now: float, spare: set[int]) -> bool:
         current: dict[tuple[int, float], float] = {}
         for pid in psutil.pids():
             try:
                 # The owner of /proc/<pid>, one stat: a tenth of the cost of asking psutil for the
                 # uids of every process of the machine.
-                if pid == spare or os.stat(f"/proc/{pid}").st_uid != self.uid:
+                if pid in spare or os.stat(f"/proc/{pid}").st_uid != self.uid:
                     continue
                 process = psutil.Process(pid)
                 with process.oneshot():
@@ -151,6 +153,22 @@ class AccountCpu:
         elapsed = None if self.at is None else now - self.at
         self.seen, self.at = current, now
         return elapsed is not None and elapsed > 0 and used / elapsed > CPU_THRESHOLD
+
+
+def reporting_processes(jupyter_pid: int | None) -> set[int]:
+    """Processes whose work for users reaches the activity file, and whose CPU is not counted:
+    Jupyter itself, and the local Dask cluster it runs (whose heartbeats alone use about a tenth
+    of a core) with its workers."""
+    if jupyter_pid is None:
+        return set()
+    spared = {jupyter_pid}
+    try:
+        for process in psutil.Process(jupyter_pid).children():
+            if str(LOCAL_CLUSTER_SCRIPT) in process.cmdline()[1:2]:
+                spared |= {process.pid, *(p.pid for p in process.children(recursive=True))}
+    except psutil.Error:
+        pass  # ended meanwhile: nothing of it to count
+    return spared
 
 
 LOGIND_SESSIONS = "/run/systemd/sessions"
@@ -215,7 +233,7 @@ class Looks:
         reported = extension_activity(self.activity_file)
         if reported is not None:
             clock.note(from_wall(reported, now, now_wall), "JupyterLab")
-        if self.cpu.busy(now, spare=jupyter_pid):
+        if self.cpu.busy(now, spare=reporting_processes(jupyter_pid)):
             clock.note(now, f"CPU use by processes of uid {self.account_uid}")
         if login_sessions():
             clock.note(now, "a login session")

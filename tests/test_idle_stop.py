@@ -189,3 +189,22 @@ def test_an_open_jupyterlab_shows_the_warning_and_its_polling_does_not_keep_the_
                    10, "the warning as a toast", interval=0.2)
         # The tab stays open, untouched, polling as JupyterLab does: the server stops all the same.
         stopped_for_idleness(serving, limit=limit)
+
+
+def test_tasks_on_the_local_dask_cluster_keep_it_up_and_an_idle_cluster_does_not(serve):
+    serving = serve(idle=IDLE, dask={"enabled": True})
+    client = serving.logged_in_client()
+    kernel = client.kernel(client.start_kernel())
+    try:
+        # A task that takes its time without CPU, and a cell that returns at once: only the
+        # cluster's own report can keep the server up while it runs.
+        output = kernel.execute("from dask.distributed import Client\nimport time\n"
+                                "client = Client(timeout=60)\n"
+                                f"task = client.submit(time.sleep, {ACTIVE_FOR}, pure=False)\n"
+                                "print(task.status)\n", timeout=90)
+        assert output.strip() == "pending", output
+        stays_up_while(serving, lambda: time.sleep(ACTIVE_FOR))
+        # The cluster, its workers and the notebook's connected client stay; nothing runs.
+        stopped_for_idleness(serving)
+    finally:
+        kernel.close()

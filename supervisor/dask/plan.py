@@ -14,6 +14,10 @@ from pathlib import Path
 
 from supervisor.settings import Settings
 
+# Run by the notebooks' Python, started by the extension inside Jupyter.
+LOCAL_CLUSTER_SCRIPT = (Path(__file__).parent.parent / "inside_jupyter" / "dask_cluster"
+                        / "local_cluster.py")
+
 
 @dataclass(frozen=True)
 class DaskFiles:
@@ -97,4 +101,5 @@ def extension_config(plan: DaskPlan) -> dict[str, object]:
     config: dict[str, object] = {"scheduler": plan.scheduler, "python": plan.python}
     if plan.local:
         config["dashboard_port"] = plan.local.dashboard
+        config["script"] = str(LOCAL_CLUSTER_SCRIPT)
     return config

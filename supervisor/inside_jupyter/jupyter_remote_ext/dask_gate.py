@@ -25,8 +25,6 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Int, Unicode
 from traitlets.config import Configurable
 
-LOCAL_CLUSTER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "dask_cluster",
-                             "local_cluster.py")
 CHECK_INTERVAL_MS = 2000
 RESTART_DELAYS = (2, 5, 15, 60)  # seconds before restarting a local cluster that ended
 # Seconds between asking a remote scheduler for its dashboard: once known, and while not yet.
@@ -41,9 +39,11 @@ class DaskGate(Configurable):
     scheduler = Unicode("", config=True, help="the scheduler address the notebooks use")
     python = Unicode("", config=True, help="the notebooks' Python, for the local cluster")
     dashboard_port = Int(0, config=True, help="cluster = local: the dashboard's loopback port")
+    script = Unicode("", config=True, help="cluster = local: the script that runs it")
 
     def __init__(self, serverapp, **kwargs):
         super().__init__(parent=serverapp, **kwargs)
+        self.serverapp = serverapp
         self.log = serverapp.log
         self.allowed: set[tuple[str, int]] = set()
         self.process: subprocess.Popen | None = None
@@ -101,8 +101,9 @@ class DaskGate(Configurable):
             return
         scheduler_port = urllib.parse.urlsplit(self.scheduler).port
         # stdout and stderr are Jupyter's own: the daemon logs them behind "[jupyter]".
+        activity = self.serverapp.config.get("JupyterRemoteIdle", {}).get("activity_file", "")
         self.process = subprocess.Popen(
-            [self.python, LOCAL_CLUSTER, str(scheduler_port), str(self.dashboard_port)],
+            [self.python, self.script, str(scheduler_port), str(self.dashboard_port), activity],
             stdin=subprocess.PIPE, cwd=os.path.expanduser("~"))
 
     async def find_remote_dashboard(self):
