@@ -437,6 +437,22 @@ class NetworkNamespace:
     def close(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
+    def peer(self, address: str = "198.51.100.8") -> NetworkNamespace:
+        """Another namespace, holding the far end of the pair: another machine on this one's
+        network, at `address`. Closed by the caller."""
+        other = object.__new__(NetworkNamespace)
+        other.name, other.address = f"jr-{uuid.uuid4().hex[:8]}", address
+        self._ip("netns", "add", other.name)
+        try:
+            self._ip("-n", self.name, "link", "set", "jr1", "netns", other.name)
+            for command in (["link", "set", "lo", "up"], ["addr", "add", f"{address}/24", "dev", "jr1"],
+                            ["link", "set", "jr1", "up"]):
+                self._ip("-n", other.name, *command)
+        except BaseException:
+            other.close()
+            raise
+        return other
+
 
 class _SourceAddressAdapter(requests.adapters.HTTPAdapter):
     def __init__(self, source: str) -> None:

@@ -4,6 +4,7 @@ scheduler in a second process, jupyter-server-proxy, bokeh's dashboard and its w
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import pytest
 import websocket
-from conftest import Serving
-from support import JupyterClient, free_port, stop_tree, wait_until
+from conftest import Serving, settings_port
+from support import (
+    JupyterClient, NetworkNamespace, chromium, free_port, stop_tree, wait_until,
+)
 
 from supervisor.dask.plan import files
 
@@ -95,7 +98,8 @@ def test_client_in_a_notebook_gets_the_local_cluster_and_its_dashboard_behind_th
     assert all(w.startswith("tls://127.0.0.1:") for w in cluster["workers"]), cluster
     # The link is on the server's own URL, through the proxy; a logged-in browser opens it.
     link = cluster["link"]
-    assert link.startswith(f"https://127.0.0.1:{serving.port}/proxy/127.0.0.1:"), link
+    port = json.loads((serving.folder / "run" / "dask-ports.json").read_text())["dashboard"]
+    assert link == f"https://127.0.0.1:{serving.port}/proxy/{port}/status", link
     page = user.session.get(proxied(serving, link), timeout=30)
     assert page.status_code == 200 and "Dask" in page.text, serving.daemon.log()[-4000:]
     root = proxied(serving, link).removesuffix("/status")
@@ -253,3 +257,134 @@ def test_a_pip_upgrade_of_distributed_in_a_notebook_is_refused_naming_the_pin(
     assert "(constraint) distributed==" in output and "Successfully installed" not in output, \
         output
     assert run(kernel, "import distributed; print(distributed.__version__)").strip() != "99.0"
+
+
+def test_scheduler_workers_and_dashboard_refuse_another_machine(
+        make_settings, start_daemon, folder, two_workers) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes network namespaces")
+    here = NetworkNamespace()  # this machine, at 198.51.100.7
+    there = here.peer()  # another machine on its network, at 198.51.100.8
+    try:
+        settings = make_settings(server={"ip": "0.0.0.0"}, dask={"enabled": True})
+        daemon = start_daemon(settings, prefix=here.prefix)
+        daemon.wait_ready()
+        ports = json.loads((folder / "run" / "dask-ports.json").read_text())
+
+        jupyter_port = settings_port(settings)
+
+        def listening_beside_jupyter() -> list[tuple[str, int]] | None:
+            """Every listening TCP socket of this machine's network namespace but Jupyter's,
+            once the scheduler, its dashboard, and two workers with their nannies are up."""
+            jupyter = daemon.status()["jupyter_pid"]
+            found = [s for s in listening_sockets(jupyter) if s[1] != jupyter_port]
+            return found if len(found) >= 6 else None
+
+        listening = wait_until(listening_beside_jupyter, 60, "the local cluster's sockets",
+                               interval=0.5)
+        assert {address for address, _ in listening} == {"127.0.0.1"}, listening
+        assert {ports["scheduler"], ports["dashboard"]} <= {port for _, port in listening}
+
+        def reaches(port: int) -> bool:
+            try:
+                socket.create_connection((here.address, port), timeout=5).close()
+            except OSError:
+                return False
+            return True
+
+        # The other machine reaches Jupyter, so the network works; nothing of Dask.
+        assert there.run(lambda: reaches(jupyter_port))
+        assert there.run(lambda: [port for _, port in listening if reaches(port)]) == []
+    finally:
+        there.close()
+        here.close()
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of each listening TCP socket in the network namespace of process `pid`,
+    from its /proc/<pid>/net/tcp and tcp6 (psutil reads the caller's namespace)."""
+    found = []
+    for table, size in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state != "0A":  # LISTEN
+                continue
+            address, port = local.split(":")
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append((str(ipaddress.ip_address(raw if size == 16 else raw[:4])), int(port, 16)))
+    return found
+
+
+# The rows of the dashboard's task stream, as the page's own Bokeh document holds them (it reaches
+# the page over the dashboard's websocket): -1 while there is no such plot.
+TASK_STREAM_ROWS = """
+if (!window.Bokeh || !Bokeh.documents.length) { return -1; }
+for (const doc of Bokeh.documents) {
+  for (const model of doc.all_models) {
+    const data = model.data;
+    if (!data) { continue; }
+    const column = (name) => data instanceof Map ? data.get(name) : data[name];
+    if (column("worker_thread") !== undefined && column("duration") !== undefined) {
+      return column("duration").length;
+    }
+  }
+}
+return -1;
+"""
+
+
+def test_the_browser_opens_the_dashboard_link_a_notebook_prints_and_sees_the_task_stream(
+        serve, two_workers, folder) -> None:
+    from selenium.webdriver.common.by import By
+
+    serving = serve(dask={"enabled": True})
+    kernel, cluster = connected(serving, serving.logged_in_client(), workers=2)
+    link = cluster["link"]
+    with chromium() as browser:
+        # The link as a user clicks it: the login first, then straight to the dashboard.
+        browser.get(link)
+        wait_until(lambda: browser.find_elements(By.NAME, "password"), 30, "the login form",
+                   interval=0.2)
+        browser.find_element(By.NAME, "password").send_keys(serving.password)
+        browser.find_element(By.ID, "login_submit").click()
+        try:
+            wait_until(lambda: browser.current_url == link, 30, "the dashboard after the login",
+                       interval=0.2)
+        except AssertionError:
+            raise AssertionError(f"at {browser.current_url}, not {link}") from None
+        wait_until(lambda: browser.execute_script(TASK_STREAM_ROWS) >= 0, 60,
+                   "the task stream plot", interval=0.5)
+        # Work from the notebook, watched as it runs.
+        run(kernel, "import time\nclient.gather(client.map(time.sleep, [0.1] * 20, pure=False))")
+        wait_until(lambda: browser.execute_script(TASK_STREAM_ROWS) >= 20, 30,
+                   "the 20 tasks in the task stream", interval=0.5)
+        screenshots = Path(os.environ.get("JUPYTER_REMOTE_SCREENSHOTS", folder))
+        browser.save_screenshot(str(screenshots / "dask-dashboard.png"))
+
+        # JupyterLab's Dask panel: the dashboard found without a step, its panes open in a tab.
+        browser.get(f"{serving.base}/lab")
+        wait_until(lambda: browser.find_elements(By.CSS_SELECTOR,
+                                                 'li[data-id="dask-dashboard-launcher"]'),
+                   60, "JupyterLab's Dask tab", interval=0.5)
+        browser.find_element(By.CSS_SELECTOR, 'li[data-id="dask-dashboard-launcher"]').click()
+
+        def task_stream_button():
+            buttons = [b for b in browser.find_elements(By.CSS_SELECTOR,
+                                                        ".dask-DashboardListing-item")
+                       if b.text.strip().lower() == "task stream"]
+            return buttons[0] if buttons and buttons[0].is_enabled() else None
+
+        wait_until(task_stream_button, 60, "the Dask panel's Task Stream button", interval=0.5)
+        task_stream_button().click()
+        frame = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".dask-DaskDashboard-widget iframe"),
+                           30, "the Task Stream pane", interval=0.5)[0]
+        browser.switch_to.frame(frame)
+        wait_until(lambda: browser.execute_script(TASK_STREAM_ROWS) >= 0, 60,
+                   "the pane's task stream plot", interval=0.5)
+        run(kernel, "client.gather(client.map(time.sleep, [0.1] * 20, pure=False))")
+        wait_until(lambda: browser.execute_script(TASK_STREAM_ROWS) >= 20, 30,
+                   "the 20 tasks in the pane", interval=0.5)
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(screenshots / "dask-jupyterlab-pane.png"))

@@ -60,12 +60,14 @@ def plan(settings: Settings, public_base: str, tls: DaskFiles, ports: LocalPorts
     dask = settings.dask
     if not dask.enabled:
         return None
-    # Through jupyter-server-proxy's /proxy/<host>:<port>/, behind Jupyter's login.
-    link = f"{public_base}proxy/{{host}}:{{port}}/status"
+    # Through jupyter-server-proxy, behind Jupyter's login: /proxy/<port>/ reaches this machine's
+    # loopback, /proxy/<host>:<port>/ another machine.
     if dask.local:
         assert ports is not None
+        link = f"{public_base}proxy/{{port}}/status"
         return DaskPlan(f"tls://127.0.0.1:{ports.scheduler}", link,
-                        link.format(host="127.0.0.1", port=ports.dashboard), tls, ports, python)
+                        link.format(port=ports.dashboard), tls, ports, python)
+    link = f"{public_base}proxy/{{host}}:{{port}}/status"
     encrypted = dask.cluster.startswith("tls://")
     return DaskPlan(dask.cluster, link, "", tls if encrypted else None, None, python)
 

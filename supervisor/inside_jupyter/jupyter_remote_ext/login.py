@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -182,8 +183,29 @@ def _lower_priority() -> None:
         pass
 
 
+def same_server_path(url: str, base_url: str) -> bool:
+    """Whether `url` is a path under base_url on this server, which a browser cannot read as
+    another host: no "//" or "/\\" start, no backslash, no control character (browsers drop tabs
+    and newlines, so "/\t/host" would become "//host"), no scheme."""
+    if not url.startswith(base_url) or not url.startswith("/") or url.startswith("//"):
+        return False
+    if "\\" in url or any(ord(character) < 0x20 or character == "\x7f" for character in url):
+        return False
+    parsed = urllib.parse.urlsplit(url)
+    return not parsed.scheme and not parsed.netloc
+
+
 class RemoteLoginHandler(LoginFormHandler):
     """The login form: limited per client, argon2 off the event loop, each attempt reported."""
+
+    def _redirect_safe(self, url, default=None):
+        # jupyter_server's own check rewrites every ":" of the next URL into "://", so that a Dask
+        # dashboard link through the proxy, /proxy/10.0.1.5:8787/status, would land on
+        # /proxy/10.0.1.5://8787/status after the login. A path on this server goes as it is.
+        if same_server_path(url, self.base_url):
+            self.redirect(url)
+            return
+        super()._redirect_safe(url, default)
 
     @allow_unauthenticated
     async def post(self):
