@@ -206,6 +206,15 @@ def test_the_same_notebook_code_uses_a_separate_scheduler_when_one_setting_names
     for path in ("/status", "/echo-headers", "/individual-plots.json"):
         response = stranger.session.get(root + path, allow_redirects=False, timeout=30)
         assert response.status_code != 200 and "username" not in response.text, path
+    # Who follows the link unlogged is sent to the login, and after it to the dashboard (a path
+    # with a colon, which Jupyter's own check would have turned into ".../127.0.0.1://...").
+    bounced = stranger.session.get(proxied(serving, link), allow_redirects=False, timeout=30)
+    assert bounced.status_code == 302 and "/login?next=" in bounced.headers["Location"]
+    stranger.session.get(f"{serving.base}/login", timeout=10)
+    back = stranger.session.post(
+        serving.base + bounced.headers["Location"], allow_redirects=False, timeout=30,
+        data={"password": serving.password, "_xsrf": stranger.session.cookies.get("_xsrf")})
+    assert back.status_code == 302 and back.headers["Location"] == urllib.parse.urlsplit(link).path
 
 
 def test_without_the_cluster_identity_nobody_can_use_the_local_scheduler(serve, folder) -> None:

@@ -140,6 +140,16 @@ def test_relative_password_file_is_beside_the_settings(tmp_path):
     ('[kernel]\npackages = ["--index-url=http://evil"]',
      '[kernel] packages[0]: must be a package name such as "pandas" or "numpy>=2", '
      'got "--index-url=http://evil"'),
+    ('[dask]\ncluster = "tls://10.0.1.5"',
+     '[dask] cluster: must be "local" or a scheduler address such as "tls://10.0.1.5:8786", '
+     'got "tls://10.0.1.5"'),
+    ('[dask]\ncluster = "http://10.0.1.5:8787/status"',
+     '[dask] cluster: must be "local" or a scheduler address such as "tls://10.0.1.5:8786", '
+     'got "http://10.0.1.5:8787/status"'),
+    ('[dask]\ncluster = "Local"',
+     '[dask] cluster: must be "local" or a scheduler address such as "tls://10.0.1.5:8786", '
+     'got "Local"'),
+    ('[dask]\nenabled = "yes"', '[dask] enabled: must be true or false, got "yes"'),
     ('[supervise]\nstop_timeout = "10"', '[supervise] stop_timeout: must be a number, got "10"'),
     ("[supervise]\nhealth_interval = 0", "[supervise] health_interval: must be 1-3600, got 0"),
     ('[paths]\nstate_dir = "state"', '[paths] state_dir: must be an absolute path or "", got "state"'),
