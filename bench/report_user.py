@@ -50,6 +50,26 @@ def headline(results: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
                          f"{k['cpu_ratio']:.2f}", "", "reported"])
         if not ok:
             missed += _kernels_missed(k)
+    if "dask" in results and "error" not in results["dask"]:
+        d = results["dask"]
+        start_ok = d["start"]["ratio"] <= 1.05
+        rows += [
+            ["9", "[dask] dashboard, small JSON: through the login and proxy vs straight to its port (ms)",
+             f"{d['json']['proxied']:.2f}", f"{d['json']['direct']:.2f}", f"{d['json']['ratio']:.2f}", "",
+             "reported"],
+            ["9", "… a pane's page (ms)", f"{d['pane']['proxied']:.2f}", f"{d['pane']['direct']:.2f}",
+             f"{d['pane']['ratio']:.2f}", "", "reported"],
+            ["9", "start → READY=1 with [dask] (local cluster) vs without (s)", d["start"]["dask"],
+             d["start"]["nodask"], f"{d['start']['ratio']:.2f}", "≤ 1.05", _met(start_ok)],
+            ["9", "Jupyter's RSS with [dask] vs without (MiB); the local cluster's own",
+             (f"{d['jupyter_rss_mib']['dask']:.1f}; cluster {d['cluster']['rss_mib']:.0f} "
+              f"({d['cluster']['processes']} processes)"),
+             f"{d['jupyter_rss_mib']['nodask']:.1f}", f"{d['jupyter_rss_mib']['ratio']:.2f}", "", "reported"],
+        ]
+        if not start_ok:
+            missed += [(f"- **Start with [dask]** ({d['start']['ratio']:.2f}×): the local cluster is started by "
+                        "the extension once Jupyter's loop runs, beside its start; what it costs Jupyter's start "
+                        "is the CPU the cluster takes meanwhile on this machine's cores."), ""]
     return rows, missed
 
 

@@ -24,17 +24,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 TOOLS = Path(os.environ.get("JR_BENCH_TOOLS", "/var/tmp/jr-bench-tools"))
-BENCHMARKS = ("start", "tls", "renewal", "footprint", "recovery", "profile", "browser", "kernels")
+BENCHMARKS = ("start", "tls", "renewal", "footprint", "recovery", "profile", "browser", "kernels", "dask")
 
 
 def plan(quick: bool) -> dict[str, object]:
     if quick:
         return {"start_rounds": 2, "connections": 300, "renewals": 10, "restarts": 2, "interval": 1.0,
                 "kernels": (0, 5, 20), "window": 10.0, "recovery_rounds": 1, "browser_rounds": 1,
-                "kernel_rounds": 5}
+                "kernel_rounds": 5, "dask_rounds": 1}
     return {"start_rounds": 5, "connections": 1000, "renewals": 100, "restarts": 4, "interval": 1.0,
             "kernels": (0, 5, 20), "window": 30.0, "recovery_rounds": 2, "browser_rounds": 3,
-            "kernel_rounds": 15}
+            "kernel_rounds": 15, "dask_rounds": 3}
 
 
 def ensure_tools() -> Path:
@@ -66,6 +66,7 @@ def main() -> int:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
     import browser
+    import dask_dashboard
     import footprint
     import kernels
     import profile_daemon
@@ -101,6 +102,7 @@ def main() -> int:
             "profile": lambda: profile_daemon.run(lab, tools),
             "browser": lambda: browser.run(lab, settings["browser_rounds"]),
             "kernels": lambda: kernels.run(lab, settings["kernel_rounds"]),
+            "dask": lambda: dask_dashboard.run(lab, settings["dask_rounds"]),
         }
         for name in selected:
             print(f"bench: {name}", flush=True)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
@@ -397,6 +398,49 @@ def test_kernels_keep_the_machines_devices_for_gpus(container: Container) -> Non
     assert container.client("kernel", code)["output"] == "opened\n"
     devices = container.show("PrivateDevices", "DevicePolicy", "DeviceAllow")
     assert (devices["PrivateDevices"], devices["DevicePolicy"], devices.get("DeviceAllow", "")) == ("no", "auto", "")
+
+
+# What a user types in a notebook once [dask] is on: no address, no certificate, no port.
+DASK_NOTEBOOK = (
+    "from dask.distributed import Client\n"
+    "client = Client()\n"
+    "print(client.submit(sum, [1, 2, 3]).result(), client.scheduler_info()['address'])\n"
+    "print(client.dashboard_link)\n"
+)
+DASK_CLUSTER_UP = "jupyter-remote: local Dask cluster up"
+
+
+@pytest.mark.usefixtures("installed")
+def test_dask_client_in_a_notebook_reaches_the_local_cluster_and_its_dashboard_behind_the_login(
+        container: Container) -> None:
+    settings = container.path("/etc/jupyter-remote/settings.toml")
+    found = settings.read_text()
+    started_before = _journal(container).count(DASK_CLUSTER_UP)
+    settings.write_text(f"{found}\n[dask]\nenabled = true\n")
+    try:
+        # [dask] restarts Jupyter (its environment changes); the reload answers once it serves again.
+        container.run("systemctl", "reload", UNIT, timeout=120)
+        assert container.is_active() == "active" and container.logs_in()
+        # The unit's sandbox lets the cluster's scheduler and worker processes start.
+        wait_until(lambda: _journal(container).count(DASK_CLUSTER_UP) > started_before, 90,
+                   f"the local Dask cluster to start:\n{_journal(container)[-3000:]}", interval=1)
+        result = container.client("dashboard", DASK_NOTEBOOK)
+        ports = json.loads(container.path("/run/jupyter-remote/dask-ports.json").read_text())
+        assert f"6 tls://127.0.0.1:{ports['scheduler']}" in result["output"].splitlines(), result["output"]
+        # On the server's URL, through Jupyter's proxy; the dashboard answers the logged-in browser alone.
+        url = urllib.parse.urlsplit(container.daemon_status()["url"])
+        assert result["link"] == f"{url.scheme}://{url.netloc}/proxy/{ports['dashboard']}/status", result
+        assert result["logged_in"] == {"status": 200, "location": "", "dask_page": True}, result
+        stranger = result["stranger"]
+        assert stranger["status"] == 302 and "/login?next=" in stranger["location"], result
+        assert not stranger["dask_page"], result
+    finally:
+        settings.write_text(found)
+        container.run("systemctl", "reload", UNIT, timeout=120)
+    # Off again: Jupyter restarted without the cluster, and none of its processes is left behind.
+    wait_until(lambda: not [p for p in container.account_processes() if "local_cluster.py" in p
+                            or "multiprocessing" in p], 30, "the local Dask cluster to end")
+    assert container.logs_in()
 
 
 @pytest.mark.usefixtures("installed")

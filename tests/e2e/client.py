@@ -10,6 +10,9 @@ password form over HTTPS, trusting the package's own CA, then:
     kernel CODE         runs CODE in a new kernel, prints {"output": ...}; the kernel keeps running
     terminal COMMAND    types COMMAND into a new terminal, prints {"output": ...} once "END-OF-OUTPUT"
                         appears (the command must print it); the terminal stays open
+    dashboard CODE      runs CODE in a new kernel (the kernel keeps running); the last line it prints
+                        is a Dask dashboard link, fetched on this server with the login's cookie and
+                        without it; prints {"output": ..., "link": ..., "logged_in": {...}, "stranger": {...}}
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import ssl
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import websocket
@@ -60,6 +64,25 @@ def run_in_terminal(client: JupyterClient, command: str, timeout: float = 30) ->
         socket.close()
 
 
+def fetch_dashboard(client: JupyterClient, code: str) -> dict[str, object]:
+    channel = client.kernel(client.start_kernel())
+    try:
+        channel.socket.settimeout(100)  # the kernel is silent while Client() waits for the cluster
+        output = channel.execute(code, timeout=100)
+    finally:
+        channel.close()
+    link = output.strip().splitlines()[-1] if output.strip() else ""
+    # The link names the server's public address; this network namespace reaches it on 127.0.0.1.
+    url = client.base + urllib.parse.urlsplit(link).path
+    stranger = JupyterClient(client.base, verify=client.verify)
+    answers = {}
+    for who, session in (("logged_in", client.session), ("stranger", stranger.session)):
+        response = session.get(url, allow_redirects=False, timeout=30)
+        answers[who] = {"status": response.status_code, "location": response.headers.get("Location", ""),
+                        "dask_page": "Dask" in response.text and "bokeh" in response.text.lower()}
+    return {"output": output, "link": link, **answers}
+
+
 def main() -> None:
     root, port, action = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     client, status = logged_in_client(root, port)
@@ -73,6 +96,8 @@ def main() -> None:
             print(json.dumps({"output": channel.execute(sys.argv[4])}))
         finally:
             channel.close()
+    elif action == "dashboard":
+        print(json.dumps(fetch_dashboard(client, sys.argv[4])))
     elif action == "terminal":
         print(json.dumps({"output": run_in_terminal(client, sys.argv[4])}))
     else:

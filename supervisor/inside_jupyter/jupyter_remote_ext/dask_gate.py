@@ -72,7 +72,8 @@ class DaskGate(Configurable):
     # --- keeping the cluster, or finding the remote dashboard -------------------------------------
 
     def start(self):
-        self.tick()
+        # The first tick one interval later: the cluster's start (a Python importing distributed,
+        # and its workers) would otherwise take the CPU from Jupyter's own, and delay READY=1.
         PeriodicCallback(self.tick, CHECK_INTERVAL_MS).start()
 
     def tick(self):
