@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import urllib.parse
 
 from supervisor.settings import Settings, is_loopback
 
@@ -39,18 +37,10 @@ def settings_warnings(settings: Settings) -> list[str]:
             "proxy on this machine that overwrites X-Real-IP and X-Forwarded-For"
         )
     if settings.dask.enabled and settings.dask.cluster.startswith("tcp://"):
-        host = urllib.parse.urlsplit(settings.dask.cluster).hostname or ""
-        if not _loopback_name(host):
-            warnings.append(
-                f"warning: {settings.source}: [dask] cluster: tcp:// is neither encrypted nor "
-                "authenticated: whoever reaches that scheduler runs code on its workers and reads "
-                "what they compute; use tls://"
-            )
+        warnings.append(
+            f"warning: {settings.source}: [dask] cluster: tcp:// is neither encrypted nor "
+            "authenticated: whoever reaches that scheduler, or answers in its place (any user of "
+            "this machine, for a loopback one), runs code in the notebooks and on the workers, and "
+            "reads what they compute; use tls://"
+        )
     return warnings
-
-
-def _loopback_name(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

@@ -24,8 +24,10 @@ SERVER_EXTENSIONS = (
     "jupyterlab", "notebook", "jupyter_server_terminals", "jupyter_lsp", "notebook_shim")
 # [dask]: dask-labextension's server side stays off: its cluster manager runs clusters in Jupyter's
 # own environment on every address, and its dashboard proxy forwards the login cookie. Its front
-# end works without it (supervisor.dask.plan.lab_settings).
-DASK_LABEXTENSIONS = ("dask-labextension", "@jupyterhub/jupyter-server-proxy")
+# end works without it (supervisor.dask.plan.lab_settings). jupyter-server-proxy's extension stays
+# off too: the extension adds the one route of it the dashboard needs (dask_gate.py), and its
+# launcher entries would have nothing to launch.
+OFF_EXTENSIONS = ("jupyter_server_proxy", "dask_labextension")
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,7 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         "identity_provider_class": f"{EXTENSION}.RemoteIdentityProvider",
         "jpserver_extensions": {
             **{name: True for name in (*SERVER_EXTENSIONS, EXTENSION)},
-            "jupyter_server_proxy": inputs.dask is not None,
-            "dask_labextension": False,
+            **{name: False for name in OFF_EXTENSIONS},
         },
     }
     if inputs.display_url:
@@ -121,8 +122,6 @@ def render(settings: Settings, inputs: JupyterInputs) -> dict[str, Any]:
         config["RemoteIdentityProvider"]["events_socket"] = str(inputs.events_socket)
     if inputs.dask:
         config["DaskGate"] = extension_config(inputs.dask)
-        # Replaced by the extension's gate; should the extension fail, nothing is proxied.
-        config["ServerProxy"] = {"host_allowlist": []}
     if settings.kernel.cull_idle_minutes:
         config["MappingKernelManager"] = {
             "cull_idle_timeout": settings.kernel.cull_idle_minutes * 60,
@@ -143,7 +142,8 @@ def lab_setting_overrides(dask: DaskPlan | None = None) -> dict[str, Any]:
 
 def lab_page_config(dask: DaskPlan | None) -> dict[str, Any]:
     """labconfig/page_config.json: without [dask], JupyterLab shows no Dask panel."""
-    return {"disabledExtensions": {name: dask is None for name in DASK_LABEXTENSIONS}}
+    return {"disabledExtensions": {"dask-labextension": dask is None,
+                                   "@jupyterhub/jupyter-server-proxy": True}}
 
 
 def activity_file(settings: Settings) -> Path:

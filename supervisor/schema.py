@@ -174,8 +174,10 @@ def _dask_cluster(value: str) -> str:
         port = parsed.port
     except ValueError:
         port = None
+    if "@" in value:
+        _fail("must hold no user name or password (the cluster's TLS identity is its credential)")
     if (parsed.scheme not in ("tls", "tcp") or not parsed.hostname or not port
-            or parsed.path or parsed.query or parsed.fragment or parsed.username):
+            or parsed.path or parsed.query or parsed.fragment):
         _fail('must be "local" or a scheduler address such as "tls://10.0.1.5:8786"')
     return value
 
@@ -431,9 +433,14 @@ def _describe(error: Any, document: dict[str, Any]) -> str:
         message = error["msg"]
     else:
         message = _TYPE_MESSAGES.get(error["type"]) or error["msg"][:1].lower() + error["msg"][1:]
-    if not _may_show(location):
+    if not _may_show(location) or _carries_credentials(error["input"]):
         return f"{where}: {message}"
     return f"{where}: {message}, got {_show(error['input'])}"
+
+
+def _carries_credentials(value: Any) -> bool:
+    """A URL with user information ("scheme://user:password@host") may hold a password."""
+    return isinstance(value, str) and "://" in value and "@" in value
 
 
 def _may_show(location: tuple[Any, ...]) -> bool:

@@ -11,10 +11,12 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import websocket
 from conftest import Serving, settings_port
@@ -99,7 +101,7 @@ def test_client_in_a_notebook_gets_the_local_cluster_and_its_dashboard_behind_th
     # The link is on the server's own URL, through the proxy; a logged-in browser opens it.
     link = cluster["link"]
     port = json.loads((serving.folder / "run" / "dask-ports.json").read_text())["dashboard"]
-    assert link == f"https://127.0.0.1:{serving.port}/proxy/{port}/status", link
+    assert link == f"https://127.0.0.1:{serving.port}/proxy/127.0.0.1:{port}/status", link
     page = user.session.get(proxied(serving, link), timeout=30)
     assert page.status_code == 200 and "Dask" in page.text, serving.daemon.log()[-4000:]
     root = proxied(serving, link).removesuffix("/status")
@@ -120,11 +122,68 @@ def test_client_in_a_notebook_gets_the_local_cluster_and_its_dashboard_behind_th
         [a.status_code for a in attempts]
     assert not any(a.text.count("Dask") for a in attempts)
     assert not websocket_opens(f"{root}/status/ws", serving.ca)
-    # Logged in, the proxy still reaches the dashboard alone: not Jupyter, not any other port.
-    for other in (f"/proxy/{serving.port}/api", f"/proxy/127.0.0.1:{serving.port}/api",
-                  f"/proxy/localhost:{urllib.parse.urlsplit(cluster['scheduler']).port}/"):
-        assert user.session.get(serving.base + other, timeout=30).status_code == 403, \
-            serving.daemon.log()[-3000:]
+    assert stranger.session.get(f"{serving.base}/dask/clusters", timeout=30).status_code == 403
+    assert user.session.get(f"{serving.base}/dask/clusters", timeout=30).json() == []
+    # Logged in, the proxy still reaches the dashboard alone: not Jupyter, not any other port, not
+    # the dashboard's port by a name (localhost may be a ::1 anybody can bind).
+    scheduler_port = urllib.parse.urlsplit(cluster["scheduler"]).port
+    for other in (f"/proxy/127.0.0.1:{serving.port}/api", f"/proxy/127.0.0.1:{scheduler_port}/",
+                  f"/proxy/localhost:{port}/status", f"/proxy/127.0.0.2:{port}/status"):
+        assert user.session.get(serving.base + other, timeout=30).status_code == 403, other
+    # jupyter-server-proxy's other forms are not there at all.
+    for other in (f"/proxy/{serving.port}/api", f"/proxy/{port}/status", "/server-proxy/servers-info",
+                  f"/proxy/absolute/127.0.0.1:{port}/status"):
+        assert user.session.get(serving.base + other, timeout=30).status_code == 404, other
+    # Only read: no other method, and no service worker (which could claim the login page).
+    refused = [user.session.post(f"{root}/status", timeout=30,
+                                 headers={"X-XSRFToken": user.session.cookies.get("_xsrf")}),
+               user.session.get(f"{root}/statics/x.js", timeout=30,
+                                headers={"Service-Worker": "script"})]
+    assert [r.status_code for r in refused] == [403, 403], [r.status_code for r in refused]
+
+
+def test_while_the_cluster_is_down_another_user_on_its_dashboard_port_gets_nothing_through(
+        serve, folder) -> None:
+    """Between a crash and the restart, the dashboard's port is anybody's to take: the proxy reaches
+    it only while a process of the account listens there, and the cluster refuses to move."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the squatter must be another user than the account")
+    serving = serve(dask={"enabled": True})
+    port = json.loads((folder / "run" / "dask-ports.json").read_text())["dashboard"]
+    user = serving.logged_in_client()
+    link = f"{serving.base}/proxy/127.0.0.1:{port}/status"
+    wait_until(lambda: user.session.get(link, timeout=30).status_code == 200, 60,
+               "the dashboard through the proxy", interval=0.5)
+    jupyter = psutil.Process(serving.daemon.status()["jupyter_pid"])
+    cluster = next(p for p in jupyter.children() if "local_cluster.py" in " ".join(p.cmdline()))
+    below = [cluster, *cluster.children(recursive=True)]
+    squatter = None
+    try:
+        for process in below:
+            process.kill()
+        psutil.wait_procs(below, timeout=15)
+        squatter = socket.create_server(("127.0.0.1", port))  # root: not the account
+        threading.Thread(target=_answer_squatted, args=(squatter,), daemon=True).start()
+        for _ in range(3):
+            answer = user.session.get(link, timeout=30)
+            assert answer.status_code == 403 and "SQUATTER" not in answer.text, answer.status_code
+        # The restarted cluster does not take another port for its dashboard: it says why, and stops.
+        wait_until(lambda: "is taken by another program" in serving.daemon.log(), 60,
+                   "the restarted cluster to refuse the taken port", interval=0.5)
+    finally:
+        if squatter is not None:
+            squatter.close()
+
+
+def _answer_squatted(server: socket.socket) -> None:
+    while True:
+        try:
+            connection, _ = server.accept()
+        except OSError:
+            return
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSQUATTER")
 
 
 class SeparateScheduler:
@@ -351,6 +410,7 @@ def test_the_browser_opens_the_dashboard_link_a_notebook_prints_and_sees_the_tas
     serving = serve(dask={"enabled": True})
     kernel, cluster = connected(serving, serving.logged_in_client(), workers=2)
     link = cluster["link"]
+    screenshots = Path(os.environ.get("JUPYTER_REMOTE_SCREENSHOTS", folder))
     with chromium() as browser:
         # The link as a user clicks it: the login first, then straight to the dashboard.
         browser.get(link)
@@ -369,7 +429,6 @@ def test_the_browser_opens_the_dashboard_link_a_notebook_prints_and_sees_the_tas
         run(kernel, "import time\nclient.gather(client.map(time.sleep, [0.1] * 20, pure=False))")
         wait_until(lambda: browser.execute_script(TASK_STREAM_ROWS) >= 20, 30,
                    "the 20 tasks in the task stream", interval=0.5)
-        screenshots = Path(os.environ.get("JUPYTER_REMOTE_SCREENSHOTS", folder))
         browser.save_screenshot(str(screenshots / "dask-dashboard.png"))
 
         # JupyterLab's Dask panel: the dashboard found without a step, its panes open in a tab.
@@ -385,7 +444,13 @@ def test_the_browser_opens_the_dashboard_link_a_notebook_prints_and_sees_the_tas
                        if b.text.strip().lower() == "task stream"]
             return buttons[0] if buttons and buttons[0].is_enabled() else None
 
-        wait_until(task_stream_button, 60, "the Dask panel's Task Stream button", interval=0.5)
+        try:
+            wait_until(task_stream_button, 60, "the Dask panel's Task Stream button", interval=0.5)
+        finally:
+            browser.save_screenshot(str(screenshots / "dask-jupyterlab-panel.png"))
+        # And no error dialog about a missing server part (its cluster list answers: none).
+        assert not browser.find_elements(By.CSS_SELECTOR, ".jp-Dialog"), \
+            [d.text for d in browser.find_elements(By.CSS_SELECTOR, ".jp-Dialog")]
         task_stream_button().click()
         frame = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".dask-DaskDashboard-widget iframe"),
                            30, "the Task Stream pane", interval=0.5)[0]

@@ -32,16 +32,18 @@ def test_off_means_no_plan_and_jupyterlab_shows_no_dask_panel() -> None:
     assert lab_settings(None) == {}
     assert lab_page_config(None) == {"disabledExtensions": {
         "dask-labextension": True, "@jupyterhub/jupyter-server-proxy": True}}
+    assert plan(settings(enabled=False, cluster="tls://h:1"), PUBLIC, TLS, None, "/py") is None
 
 
 def test_local_cluster_tls_on_loopback_and_a_dashboard_link_on_the_public_url() -> None:
     made = plan(settings(enabled=True), PUBLIC, TLS, LocalPorts(41000, 41001), "/py")
     assert made is not None
     assert made.scheduler == "tls://127.0.0.1:41000"
-    assert made.default_dashboard == f"{PUBLIC}proxy/41001/status"
+    # A literal address, never "localhost" (which may resolve to a ::1 anybody can bind).
+    assert made.default_dashboard == f"{PUBLIC}proxy/127.0.0.1:41001/status"
     variables = environment(made)
     assert variables["DASK_SCHEDULER_ADDRESS"] == "tls://127.0.0.1:41000"
-    assert variables["DASK_DISTRIBUTED__DASHBOARD__LINK"] == f"{PUBLIC}proxy/{{port}}/status"
+    assert variables["DASK_DISTRIBUTED__DASHBOARD__LINK"] == f"{PUBLIC}proxy/{{host}}:{{port}}/status"
     assert variables["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
     for role in ("CLIENT", "SCHEDULER", "WORKER"):
         assert variables[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] == str(TLS.key)
@@ -59,24 +61,24 @@ def test_a_named_scheduler_is_what_client_connects_to_and_tcp_gets_no_tls() -> N
     plain = plan(settings(enabled=True, cluster="tcp://10.0.1.5:8786"), PUBLIC, TLS, None, "/py")
     assert plain is not None and plain.tls is None
     assert not any("TLS" in name or "ENCRYPTION" in name for name in environment(plain))
-    warnings = settings_warnings(settings(enabled=True, cluster="tcp://10.0.1.5:8786"))
-    assert len(warnings) == 1 and "[dask] cluster: tcp:// is neither encrypted" in warnings[0]
-    assert settings_warnings(settings(enabled=True, cluster="tcp://127.0.0.1:8786")) == []
+    for address in ("tcp://10.0.1.5:8786", "tcp://127.0.0.1:8786"):  # loopback: any local user
+        warnings = settings_warnings(settings(enabled=True, cluster=address))
+        assert len(warnings) == 1 and "[dask] cluster: tcp:// is neither encrypted" in warnings[0]
+    assert settings_warnings(settings(enabled=True, cluster="tls://10.0.1.5:8786")) == []
 
 
-def test_the_config_enables_the_proxy_with_dask_alone_and_never_dask_labextensions_server() -> None:
+def test_the_config_never_enables_the_proxys_or_dask_labextensions_server_extension() -> None:
     inputs = JupyterInputs(home=Path("/home/u"), hashed_password="argon2:x",
                            live_file=Path("/run/l"), terminal_rc=Path("/run/rc"))
     off = render(settings(), inputs)
     assert off["ServerApp"]["jpserver_extensions"]["jupyter_server_proxy"] is False
     assert off["ServerApp"]["jpserver_extensions"]["dask_labextension"] is False
-    assert "DaskGate" not in off and "ServerProxy" not in off
+    assert "DaskGate" not in off
     made = plan(settings(enabled=True), PUBLIC, TLS, LocalPorts(41000, 41001), "/py")
     on = render(settings(enabled=True), JupyterInputs(**{**inputs.__dict__, "dask": made}))
-    assert on["ServerApp"]["jpserver_extensions"]["jupyter_server_proxy"] is True
+    # The extension adds the one gated route; should it fail, there is no proxy at all.
+    assert on["ServerApp"]["jpserver_extensions"]["jupyter_server_proxy"] is False
     assert on["ServerApp"]["jpserver_extensions"]["dask_labextension"] is False
-    # Should the extension not install its gate, the proxy reaches nothing.
-    assert on["ServerProxy"] == {"host_allowlist": []}
     assert on["DaskGate"]["dashboard_port"] == 41001 and on["DaskGate"]["python"] == "/py"
 
 
@@ -88,12 +90,12 @@ def test_a_dask_change_restarts_jupyter_and_other_sections_still_decide_alone() 
     assert needs_restart(base, Settings(source=base.source, server=Server(port=1)))
 
 
-def test_an_identity_is_due_before_its_validity_and_within_sixty_days_of_its_end() -> None:
+def test_an_identity_is_due_within_sixty_days_of_its_end_and_a_clock_behind_changes_nothing() -> None:
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    start = now - timedelta(days=1)
-    assert not credentials.due(start, now + timedelta(days=61), now)
-    assert credentials.due(start, now + timedelta(days=59), now)
-    assert credentials.due(now + timedelta(minutes=1), now + timedelta(days=700), now)
+    assert not credentials.due(now + timedelta(days=61), now)
+    assert credentials.due(now + timedelta(days=59), now)
+    # Made "later" than a clock that is behind at boot: still the CA every cluster trusts.
+    assert not credentials.due(now + timedelta(days=3650), now - timedelta(days=30))
 
 
 @pytest.fixture
@@ -150,3 +152,17 @@ def test_the_login_sends_a_user_back_to_a_path_of_this_server_as_it_is(url: str)
 ])
 def test_any_other_next_goes_through_jupyters_own_check(url: str) -> None:
     assert not same_server_path(url, "/" if url != "/other-base/x" else "/base/")
+
+
+def test_a_cluster_address_with_a_password_is_refused_and_never_echoed(tmp_path: Path) -> None:
+    from supervisor.errors import SettingsError
+    from supervisor.schema import load
+
+    path = tmp_path / "settings.toml"
+    path.write_text('[dask]\ncluster = "tls://admin:hunter2@10.0.1.5:8786"\n')
+    with pytest.raises(SettingsError) as raised:
+        load(path, euid=os.geteuid() or 1000)
+    assert raised.value.lines == [
+        f"{path}: [dask] cluster: must hold no user name or password (the cluster's TLS identity "
+        "is its credential)"]
+    assert "hunter2" not in str(raised.value)

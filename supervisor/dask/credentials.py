@@ -37,9 +37,10 @@ RENEW_BEFORE = timedelta(days=60)
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def due(not_before: datetime, not_after: datetime, now: datetime) -> bool:
-    """Whether a certificate valid from `not_before` to `not_after` is to be replaced at `now`."""
-    return now < not_before or not_after - now < RENEW_BEFORE
+def due(not_after: datetime, now: datetime) -> bool:
+    """Whether a certificate valid until `not_after` is to be replaced at `now`. Not before its
+    start too: a clock behind at boot must not replace the CA a running cluster trusts."""
+    return not_after - now < RENEW_BEFORE
 
 
 def ensure(layout: Layout) -> DaskFiles:
@@ -66,7 +67,7 @@ def _ensure_here(layout: Layout, wanted: DaskFiles) -> None:
         except (OSError, ValueError):
             return None
         if not isinstance(private, ec.EllipticCurvePrivateKey) or due(
-                certificate.not_valid_before_utc, certificate.not_valid_after_utc, now):
+                certificate.not_valid_after_utc, now):
             return None
         return certificate, private
 

@@ -60,14 +60,13 @@ def plan(settings: Settings, public_base: str, tls: DaskFiles, ports: LocalPorts
     dask = settings.dask
     if not dask.enabled:
         return None
-    # Through jupyter-server-proxy, behind Jupyter's login: /proxy/<port>/ reaches this machine's
-    # loopback, /proxy/<host>:<port>/ another machine.
+    # Through jupyter-server-proxy's handler, behind Jupyter's login: host and port, the host a
+    # literal address (supervisor/inside_jupyter/jupyter_remote_ext/dask_gate.py).
+    link = f"{public_base}proxy/{{host}}:{{port}}/status"
     if dask.local:
         assert ports is not None
-        link = f"{public_base}proxy/{{port}}/status"
         return DaskPlan(f"tls://127.0.0.1:{ports.scheduler}", link,
-                        link.format(port=ports.dashboard), tls, ports, python)
-    link = f"{public_base}proxy/{{host}}:{{port}}/status"
+                        link.format(host="127.0.0.1", port=ports.dashboard), tls, ports, python)
     encrypted = dask.cluster.startswith("tls://")
     return DaskPlan(dask.cluster, link, "", tls if encrypted else None, None, python)
 

@@ -20,6 +20,12 @@ import sys
 
 SIZE_KEYS = ("n_workers", "threads_per_worker", "memory_limit")
 BUSY_CHECK_MS = 1000
+# distributed's dashboard routes, less its own proxy (distributed.http.proxy, present once
+# jupyter-server-proxy is importable): its websocket reaches any host and port, for anyone who
+# reaches the dashboard's loopback port.
+DASHBOARD_ROUTES = ["distributed.http.scheduler.prometheus", "distributed.http.scheduler.info",
+                    "distributed.http.scheduler.json", "distributed.http.health",
+                    "distributed.http.statics"]
 
 
 def has_work(scheduler):
@@ -55,9 +61,21 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     size = dask.config.get("jupyter-remote.local-cluster", {}) or {}
     options = {key: size[key] for key in SIZE_KEYS if key in size}
+    dask.config.set({"distributed.scheduler.http.routes": DASHBOARD_ROUTES})
     cluster = LocalCluster(host="127.0.0.1", scheduler_port=scheduler_port,
                            dashboard_address=f"127.0.0.1:{dashboard_port}",
                            worker_dashboard_address=None, **options)
+    scheduler = cluster.scheduler
+    assert scheduler is not None, "a LocalCluster runs its scheduler in this process"
+    serving = scheduler.http_server.port
+    if serving != dashboard_port:
+        # distributed moves a dashboard whose port is taken, with a mere warning; the proxy
+        # reaches this port alone, and whoever holds it is not this cluster.
+        print(f"jupyter-remote: the local Dask cluster's dashboard port 127.0.0.1:{dashboard_port} "
+              f"is taken by another program; stopping (distributed moved it to {serving})",
+              file=sys.stderr, flush=True)
+        cluster.close(timeout=10)
+        return 3
     if activity_file:
         loop = cluster.loop
         assert loop is not None, "a LocalCluster made outside asyncio runs its own loop"

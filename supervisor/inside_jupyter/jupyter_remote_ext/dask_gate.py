@@ -1,17 +1,22 @@
-"""[dask] inside Jupyter: the local cluster, and the gate of jupyter-server-proxy.
+"""[dask] inside Jupyter: the local cluster, and the one proxy route to its dashboard.
 
-jupyter-server-proxy would reach every port of this machine and forward the browser's cookies to
-it (jupyter-server-proxy#590). Its one hook, `host_allowlist` given as a callable, is asked before
-every proxied request and websocket, with the handler: the gate lets through only the dashboard of
-the cluster the notebooks use (host and port), and takes Jupyter's cookie and credentials off the
-request first, so the dashboard never holds the login. `ServerProxy.host_allowlist` reaches only
-its /proxy/<host>:<port>/ routes; /proxy/<port>/ would reach any local port, so the gate is set on
-every route of a proxy handler once the extensions are loaded.
+jupyter-server-proxy, enabled as an extension, would reach every port of this machine (its
+/proxy/<port>/ routes do not even ask its `host_allowlist`) and forward the browser's cookies
+(jupyter-server-proxy#590). So it is not enabled: this extension adds one route of its handler,
+/proxy/<host>:<port>/, whose every request and websocket first asks the gate. The gate lets
+through only the dashboard of the cluster the notebooks use, only to read it (GET, which
+websockets are too), never to fetch a service worker (which could claim this origin's pages, the
+login's among them), and takes the login's cookie and credentials off the request. The local
+cluster's dashboard port must also be listened on by this account: should the cluster be down,
+another user who took its port gets nothing through; and the route's host is a literal address
+(never "localhost", which may resolve to a ::1 anybody can bind).
 
 The local cluster (cluster = "local") runs in the notebooks' Python, so its workers import what
 the notebooks do, on the loopback ports the daemon chose; it is restarted when it ends, and ends
-with Jupyter (it reads its stdin, a pipe from here, until it closes). For a remote cluster the
-gate asks the scheduler (over its TLS) where its dashboard is.
+with Jupyter (it reads its stdin, a pipe from here, until it closes). For a tls:// cluster the gate
+asks the scheduler, over the cluster's mutual TLS, where its dashboard is; a tcp:// scheduler is
+not asked (anyone on the path could answer, and distributed unpickles what it answers): its
+dashboard is taken to be on distributed's default port, 8787.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import subprocess
 import time
 import urllib.parse
 
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Int, Unicode
 from traitlets.config import Configurable
@@ -29,8 +37,11 @@ CHECK_INTERVAL_MS = 2000
 RESTART_DELAYS = (2, 5, 15, 60)  # seconds before restarting a local cluster that ended
 # Seconds between asking a remote scheduler for its dashboard: once known, and while not yet.
 REMOTE_DASHBOARD_REFRESH = (30, 3)
+DEFAULT_DASHBOARD_PORT = 8787
 # What the browser sends that belongs to Jupyter's login, never to a proxied dashboard.
 LOGIN_HEADERS = ("Cookie", "Authorization", "X-XSRFToken")
+READ_METHODS = ("GET", "HEAD")
+LISTEN = "0A"  # the state column of /proc/net/tcp
 
 
 class DaskGate(Configurable):
@@ -50,8 +61,11 @@ class DaskGate(Configurable):
         self.restarts = 0
         self.restart_at = 0.0
         self.remote_checked_at = float("-inf")
+        parsed = urllib.parse.urlsplit(self.scheduler)
         if self.dashboard_port:
-            self.allowed = {("127.0.0.1", self.dashboard_port), ("localhost", self.dashboard_port)}
+            self.allowed = {("127.0.0.1", self.dashboard_port)}
+        elif parsed.scheme == "tcp":
+            self.allowed = {(parsed.hostname or "", DEFAULT_DASHBOARD_PORT)}
 
     @property
     def enabled(self) -> bool:
@@ -60,14 +74,23 @@ class DaskGate(Configurable):
     # --- the proxy's gate ------------------------------------------------------------------------
 
     def allows(self, handler, host: str) -> bool:
+        request = handler.request
         for header in LOGIN_HEADERS:
-            handler.request.headers.pop(header, None)
-        target = (host, _port_of(handler))
-        if target in self.allowed:
-            return True
-        handler.log.warning("jupyter-remote: proxy to %s:%s refused: not the Dask dashboard",
-                            *target)
-        return False
+            request.headers.pop(header, None)
+        port = int(handler.path_args[1])
+        refusal = None
+        if request.method not in READ_METHODS:
+            refusal = f"{request.method} (the dashboard is only read)"
+        elif "Service-Worker" in request.headers:
+            refusal = "a service worker's script"
+        elif (host, port) not in self.allowed:
+            refusal = "not the Dask dashboard"
+        elif self.dashboard_port and not listened_by_us(port):
+            refusal = "the port is not the local cluster's (another user's, or nobody's)"
+        if refusal:
+            handler.log.warning("jupyter-remote: proxy to %s:%s refused: %s", host, port, refusal)
+            return False
+        return True
 
     # --- keeping the cluster, or finding the remote dashboard -------------------------------------
 
@@ -80,7 +103,8 @@ class DaskGate(Configurable):
         try:
             if self.dashboard_port:
                 self.keep_local_cluster()
-            elif (time.monotonic() - self.remote_checked_at
+            elif (self.scheduler.startswith("tls://")
+                  and time.monotonic() - self.remote_checked_at
                   >= REMOTE_DASHBOARD_REFRESH[not self.allowed]):
                 self.remote_checked_at = time.monotonic()
                 IOLoop.current().add_callback(self.find_remote_dashboard)
@@ -101,8 +125,8 @@ class DaskGate(Configurable):
         if time.monotonic() < self.restart_at:
             return
         scheduler_port = urllib.parse.urlsplit(self.scheduler).port
-        # stdout and stderr are Jupyter's own: the daemon logs them behind "[jupyter]".
         activity = self.serverapp.config.get("JupyterRemoteIdle", {}).get("activity_file", "")
+        # stdout and stderr are Jupyter's own: the daemon logs them behind "[jupyter]".
         self.process = subprocess.Popen(
             [self.python, self.script, str(scheduler_port), str(self.dashboard_port), activity],
             stdin=subprocess.PIPE, cwd=os.path.expanduser("~"))
@@ -128,50 +152,45 @@ class DaskGate(Configurable):
         self.allowed = found
 
 
-def _port_of(handler) -> int:
-    """The port a jupyter-server-proxy handler is about to reach: /proxy/<port>/... passes
-    (port, path), /proxy/<host>:<port>/... (host, port, path); any other handler is refused."""
-    arguments = handler.path_args
-    from jupyter_server_proxy.handlers import LocalProxyHandler, RemoteProxyHandler
+def listened_by_us(port: int, tables: tuple[str, ...] = ("/proc/net/tcp",)) -> bool:
+    """Whether a socket of this process's user listens on 127.0.0.1:`port` (/proc/net/tcp lists
+    every socket of the network namespace with its owner's uid)."""
+    wanted = f"0100007F:{port:04X}"
+    uid = str(os.getuid())
+    for table in tables:
+        try:
+            with open(table) as lines:
+                next(lines, None)
+                for line in lines:
+                    fields = line.split()
+                    if fields[1] == wanted and fields[3] == LISTEN and fields[7] == uid:
+                        return True
+        except OSError:
+            continue
+    return False
 
-    try:
-        if isinstance(handler, RemoteProxyHandler):
-            return int(arguments[1])
-        if isinstance(handler, LocalProxyHandler):
-            return int(arguments[0])
-    except (IndexError, TypeError, ValueError):
-        pass
-    return -1
+
+class NoClusterManager(APIHandler):
+    """dask-labextension's front end lists the clusters its server part manages, even with the
+    manager hidden, and shows an error dialog when nothing answers: none are managed here."""
+
+    @web.authenticated
+    def get(self):
+        self.finish("[]")
 
 
 def install(serverapp) -> DaskGate | None:
-    """Before jupyter_server_proxy loads (extensions load in name order): hand it the gate."""
+    """The gate, and the one proxy route that asks it."""
     gate = DaskGate(serverapp)
     if not gate.enabled:
         return None
+    from jupyter_server_proxy.handlers import RemoteProxyHandler
 
-    # A plain function: traitlets deep-copies config values, and with a bound method it would
-    # copy the gate, and through it the whole server.
-    def host_allowlist(handler, host):
-        return gate.allows(handler, host)
-
-    serverapp.config.ServerProxy.host_allowlist = host_allowlist
-    # Once every extension has added its routes, and before Jupyter listens.
-    serverapp.io_loop.add_callback(_gate_every_proxy_route, serverapp, host_allowlist)
+    base_url = serverapp.web_app.settings["base_url"]
+    serverapp.web_app.add_handlers(".*$", [
+        (url_path_join(base_url, r"/proxy/([^/:@]+):(\d+)(/.*|)"), RemoteProxyHandler,
+         {"absolute_url": False, "host_allowlist": gate.allows}),
+        (url_path_join(base_url, "/dask/clusters/?"), NoClusterManager),
+    ])
     serverapp.io_loop.add_callback(gate.start)
     return gate
-
-
-def _gate_every_proxy_route(serverapp, host_allowlist) -> None:
-    from jupyter_server_proxy.handlers import ProxyHandler
-
-    gated = 0
-    pending = list(serverapp.web_app.default_router.rules)
-    while pending:
-        rule = pending.pop()
-        target = rule.target
-        if isinstance(target, type) and issubclass(target, ProxyHandler):
-            rule.target_kwargs["host_allowlist"] = host_allowlist
-            gated += 1
-        pending += getattr(target, "rules", [])  # a router of rules (one per host pattern)
-    serverapp.log.info("jupyter-remote: %s proxy routes reach the Dask dashboard alone", gated)
