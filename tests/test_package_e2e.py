@@ -429,7 +429,7 @@ def test_dask_client_in_a_notebook_reaches_the_local_cluster_and_its_dashboard_b
         assert f"6 tls://127.0.0.1:{ports['scheduler']}" in result["output"].splitlines(), result["output"]
         # On the server's URL, through Jupyter's proxy; the dashboard answers the logged-in browser alone.
         url = urllib.parse.urlsplit(container.daemon_status()["url"])
-        assert result["link"] == f"{url.scheme}://{url.netloc}/proxy/{ports['dashboard']}/status", result
+        assert result["link"] == f"{url.scheme}://{url.netloc}/proxy/127.0.0.1:{ports['dashboard']}/status", result
         assert result["logged_in"] == {"status": 200, "location": "", "dask_page": True}, result
         stranger = result["stranger"]
         assert stranger["status"] == 302 and "/login?next=" in stranger["location"], result
